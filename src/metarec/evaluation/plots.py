@@ -1,0 +1,91 @@
+"""Report figures: learning curves and metric bars, drawn with matplotlib's Agg canvas.
+
+The figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas, never through
+``pyplot``, so nothing here changes the process-wide backend or keeps figures alive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from metarec.evaluation.report import ResultRow
+
+
+def row_label(method: str, setting: Mapping[str, Any]) -> str:
+    """'method (K=5, policy=lora)', or just the method when the setting is empty."""
+    if not setting:
+        return method
+    return f"{method} ({', '.join(f'{k}={v}' for k, v in setting.items())})"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    path: str | Path,
+    ylabel: str = "validation NDCG@10",
+) -> Path:
+    """One line per method of (epoch, value) points, epoch on x; writes a PNG at path."""
+    if not curves or not any(curves.values()):
+        raise ValueError("plot_learning_curves needs at least one method with points")
+    fig = _new_figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    for method, points in curves.items():
+        if not points:
+            continue
+        epochs, values = zip(*sorted(points), strict=True)
+        ax.plot(epochs, values, marker="o", markersize=3, label=method)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _mean_and_half_width(value: float | Mapping[str, Any]) -> tuple[float, float]:
+    if isinstance(value, Mapping):
+        lo, hi = value["ci95"]
+        return float(value["mean"]), (float(hi) - float(lo)) / 2.0
+    return float(value), 0.0
+
+
+def plot_metric_bars(results: Sequence[ResultRow], metric: str, path: str | Path) -> Path:
+    """Horizontal bars of one metric per result row, with 95% CI whiskers where present."""
+    rows = [r for r in results if metric in r.metrics]
+    if not rows:
+        raise ValueError(f"no result row has metric '{metric}'")
+    means, halves = zip(*(_mean_and_half_width(r.metrics[metric]) for r in rows), strict=True)
+    labels = [row_label(r.method, r.setting) for r in rows]
+    fig = _new_figure(6.4, 1.0 + 0.35 * len(rows))
+    ax = fig.add_subplot()
+    positions = range(len(rows))
+    errors = None if not any(h > 0 for h in halves) else halves
+    bars = ax.barh(positions, means, xerr=errors, capsize=3, color="tab:blue", alpha=0.8)
+    ax.bar_label(bars, labels=[f"{m:.4f}" for m in means], padding=3, fontsize="small")
+    ax.set_yticks(list(positions), labels=labels, fontsize="small")
+    ax.invert_yaxis()  # first row on top, as in the table
+    ax.set_xlabel(metric)
+    top = max((m + h for m, h in zip(means, halves, strict=True) if math.isfinite(m)), default=1)
+    ax.set_xlim(left=min(0.0, *means), right=top * 1.2 if top > 0 else 1.0)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
