@@ -1,0 +1,29 @@
+"""Plain recommender models: ``loss(batch)`` and ``score(batch, items=None)``."""
+
+from __future__ import annotations
+
+from metarec.models.baselines import BPR, BPRConfig, Popularity, PopularityConfig
+from metarec.models.batch import PAD, PairBatch, SeqBatch
+from metarec.models.item_tower import ItemTower, ItemTowerConfig
+from metarec.models.seqrec import SeqRec, SeqRecConfig
+
+MODEL_TYPES = {
+    "seqrec": (SeqRec, SeqRecConfig),
+    "bpr": (BPR, BPRConfig),
+    "popularity": (Popularity, PopularityConfig),
+}
+
+__all__ = [
+    "BPR",
+    "MODEL_TYPES",
+    "PAD",
+    "BPRConfig",
+    "ItemTower",
+    "ItemTowerConfig",
+    "PairBatch",
+    "Popularity",
+    "PopularityConfig",
+    "SeqBatch",
+    "SeqRec",
+    "SeqRecConfig",
+]

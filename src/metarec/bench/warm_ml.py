@@ -1,0 +1,184 @@
+"""PROTOCOLS.md warm-ml: next-item with warm users, leave-one-out, full-catalogue ranking.
+
+Every method is trained on the same split in the same process and selected on validation
+NDCG@10; test figures, training cost and peak memory go into metrics.json and report.md.
+``metarec demo`` runs this protocol with a smaller method list and time budgets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from metarec.bench.resources import peak_rss_mb, reset_peak_rss
+from metarec.data.loaders.registry import load_dataset
+from metarec.data.schema import Dataset
+from metarec.data.splits import leave_one_out
+from metarec.errors import ConfigError
+from metarec.evaluation.next_item import evaluate_next_item
+from metarec.evaluation.report import (
+    ResultRow,
+    ci_metric,
+    plot_learning_curves,
+    write_metrics_json,
+    write_report_md,
+)
+from metarec.training.loop import TrainConfig
+from metarec.training.pretrain import NextItemData, fit_popularity, prepare_next_item, train_bpr
+from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+
+PROTOCOL = "warm-ml"
+METHODS = ("popularity", "bpr", "sasrec-id", "metarec")
+REPORTED = ("HR@10", "NDCG@10", "MRR@10")
+MAX_LEN = 50
+
+
+@dataclass(frozen=True)
+class WarmMLConfig:
+    data: str | None = None  # dataset name or path; None = bundled ml-latest-small
+    out: Path = Path("metarec-runs/warm-ml")
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = METHODS
+    seqrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=32, lr=2e-3))
+    bpr: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=1024, lr=5e-3))
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    progress: bool = True
+    title: str = "warm-ml: next-item recommendation for warm users"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        if not self.seeds:
+            raise ConfigError("at least one seed is needed")
+
+
+@dataclass
+class MethodRun:
+    test: dict[str, float]
+    cost: dict[str, float]
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _run_popularity(cfg, dataset, data, seed, out) -> MethodRun:
+    start = time.perf_counter()
+    model = fit_popularity(data)
+    seconds = time.perf_counter() - start
+    return MethodRun(evaluate_next_item(model, data.test, data.n_items), {"train_seconds": seconds})
+
+
+def _run_bpr(cfg, dataset, data, seed, out) -> MethodRun:
+    model, state = train_bpr(data, replace(cfg.bpr, seed=seed, progress=cfg.progress))
+    cost = {
+        "train_seconds": state.train_seconds,
+        "seconds_to_best": state.seconds_to_best,
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+    }
+    return MethodRun(evaluate_next_item(model, data.test, data.n_items), cost, state.curve)
+
+
+def _seqrec_runner(item_repr: str) -> Callable:
+    def run(cfg, dataset, data, seed, out) -> MethodRun:
+        spec = replace(cfg.spec, item_repr=item_repr)
+        train = replace(cfg.seqrec, seed=seed, progress=cfg.progress)
+        ckpt_dir = out / "checkpoint" if item_repr != "id" and seed == cfg.seeds[0] else None
+        res = pretrain_seqrec(dataset, data, spec, train, out=ckpt_dir, text=_text(cfg, dataset))
+        cost = {
+            "train_seconds": res.state.train_seconds,
+            "seconds_to_best": res.state.seconds_to_best,
+            "epochs": res.state.epoch,
+            "best_epoch": res.state.best_epoch,
+        }
+        return MethodRun(res.test, cost, res.state.curve)
+
+    return run
+
+
+_TEXT_CACHE: dict[int, object] = {}
+
+
+def _text(cfg: WarmMLConfig, dataset: Dataset):
+    key = id(dataset)
+    if key not in _TEXT_CACHE:
+        _TEXT_CACHE.clear()
+        _TEXT_CACHE[key] = item_text_features(dataset, cfg.spec, cfg.progress)
+    return _TEXT_CACHE[key]
+
+
+RUNNERS: dict[str, Callable] = {
+    "popularity": _run_popularity,
+    "bpr": _run_bpr,
+    "sasrec-id": _seqrec_runner("id"),
+    "metarec": _seqrec_runner("hybrid"),
+}
+
+
+def _summarise(method: str, runs: list[MethodRun]) -> ResultRow:
+    metrics = {}
+    for name in REPORTED:
+        values = [r.test[name] for r in runs]
+        metrics[name] = values[0] if len(values) == 1 else ci_metric(values)
+    cost = {k: sum(r.cost[k] for r in runs) / len(runs) for k in runs[0].cost}
+    cost["peak_rss_mb"] = max(r.cost["peak_rss_mb"] for r in runs)
+    return ResultRow(method=method, setting={"split": "leave-one-out"}, metrics=metrics, cost=cost)
+
+
+def run_warm_ml(cfg: WarmMLConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the protocol; returns {"results", "metrics_json", "report", "checkpoint"}."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(cfg.data)
+    log(
+        f"dataset {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
+        f"{len(dataset.interactions):,} interactions"
+    )
+    data: NextItemData = prepare_next_item(
+        leave_one_out(dataset), dataset.n_users, dataset.n_items, MAX_LEN
+    )
+    if "metarec" in cfg.methods:
+        text = _text(cfg, dataset)
+        log(f"item text: {text.info.get('text_encode', '')}")
+    per_method: dict[str, list[MethodRun]] = {m: [] for m in cfg.methods}
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            log(f"[seed {seed}] {method} ...")
+            reset_peak_rss()
+            run = RUNNERS[method](cfg, dataset, data, seed, out)
+            run.cost["peak_rss_mb"] = peak_rss_mb()
+            per_method[method].append(run)
+            log(
+                f"[seed {seed}] {method}: NDCG@10 {run.test['NDCG@10']:.4f} "
+                f"HR@10 {run.test['HR@10']:.4f} in {run.cost['train_seconds']:.1f} s"
+            )
+    results = [_summarise(m, runs) for m, runs in per_method.items()]
+    curves = {m: runs[0].curve for m, runs in per_method.items() if runs[0].curve}
+    return _write(cfg, dataset, results, curves, out)
+
+
+def _write(cfg, dataset, results, curves, out: Path) -> dict:
+    plots = []
+    if curves:
+        plots.append(
+            (
+                "Validation NDCG@10 by epoch (first seed)",
+                plot_learning_curves(curves, out / "learning_curves.png"),
+            )
+        )
+    extra = {"curves": {m: [list(p) for p in c] for m, c in curves.items()}}
+    metrics_json = write_metrics_json(out, PROTOCOL, dataset.name, results, list(cfg.seeds), extra)
+    intro = (
+        f"Dataset {dataset.name} ({dataset.n_users:,} users, {dataset.n_items:,} items). "
+        "Leave-one-out split, history window 50, full-catalogue ranking with the whole history "
+        "excluded; models selected on validation NDCG@10; test figures below."
+    )
+    report = write_report_md(out, cfg.title, intro, results, plots)
+    ckpt = out / "checkpoint"
+    return {
+        "results": results,
+        "metrics_json": metrics_json,
+        "report": report,
+        "checkpoint": ckpt if ckpt.is_dir() else None,
+    }

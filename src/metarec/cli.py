@@ -1,0 +1,160 @@
+"""The ``metarec`` command: thin wiring over the library (Typer).
+
+Every ``MetarecError`` is printed as one line, without a traceback, and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from metarec.errors import ConfigError, MetarecError
+
+app = typer.Typer(
+    help="metarec: recommendation with pretrained models that adapt fast.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Run a benchmark protocol (see docs/protocols.md).", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+DataOpt = Annotated[
+    str | None,
+    typer.Option("--data", help="Dataset name (ml-latest-small, amazon-office, ...) or path."),
+]
+
+
+def _say(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    dataset: Annotated[str, typer.Argument(help="Dataset name or path to a folder or file.")],
+) -> None:
+    """Print users, items, interactions, density, history lengths and text coverage."""
+    from metarec.data.inspection import format_inspection, inspect_dataset
+    from metarec.data.loaders.registry import load_dataset
+
+    typer.echo(format_inspection(inspect_dataset(load_dataset(dataset))))
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("metarec-model"),
+    data: DataOpt = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
+    ] = None,
+    item_repr: Annotated[str | None, typer.Option(help="id | text | hybrid")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce (full softmax) | bce (sampled)")] = None,
+    max_epochs: Annotated[int | None, typer.Option()] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Stop training after N s.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    text_model: Annotated[
+        str | None, typer.Option(help="Local path of a sentence-transformers/HF model.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+) -> None:
+    """Pretrain the sequential model (next-item prediction) and write a checkpoint."""
+    from metarec.config import pretrain_settings
+    from metarec.data.loaders.registry import load_dataset
+    from metarec.data.splits import leave_one_out
+    from metarec.training.pretrain import prepare_next_item
+    from metarec.training.workflow import pretrain_seqrec
+
+    flags = {"item_repr": item_repr, "loss": loss, "text_model": text_model}
+    train_flags = {"max_epochs": max_epochs, "time_budget_s": time_budget, "seed": seed}
+    spec, train = pretrain_settings(config, flags, train_flags)
+    dataset = load_dataset(data)
+    nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
+    res = pretrain_seqrec(dataset, nid, spec, train, out=out, resume=resume)
+    typer.echo(
+        f"best epoch {res.state.best_epoch} of {res.state.epoch} ({res.state.stopped}); "
+        f"valid NDCG@10 {res.valid['NDCG@10']:.4f}, test NDCG@10 {res.test['NDCG@10']:.4f} "
+        f"HR@10 {res.test['HR@10']:.4f}\ncheckpoint: {res.checkpoint}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder.")],
+    data: DataOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json/report.md.")] = None,
+) -> None:
+    """Evaluate a checkpoint on the leave-one-out test users of a dataset (full ranking)."""
+    from metarec.evaluation.checkpoint_eval import evaluate_checkpoint
+
+    result = evaluate_checkpoint(model, data, out)
+    typer.echo(result["table"])
+    if out is not None:
+        typer.echo(f"report: {result['report']}")
+
+
+def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool) -> None:
+    from metarec.bench.warm_ml import WarmMLConfig, run_warm_ml
+    from metarec.config import demo_config, quick_config
+    from metarec.evaluation.report import format_table
+
+    cfg = WarmMLConfig(data=data, out=out, seeds=tuple(seeds))
+    if demo:
+        cfg = demo_config(cfg)
+    if quick:
+        cfg = quick_config(cfg)
+    start = time.perf_counter()
+    res = run_warm_ml(cfg, log=_say)
+    typer.echo(format_table(res["results"], ["HR@10", "NDCG@10", "MRR@10"]))
+    typer.echo(f"\nfinished in {time.perf_counter() - start:.0f} s")
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
+    if res["checkpoint"] is not None:
+        typer.echo(f"checkpoint:   {res['checkpoint']}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("metarec-demo"),
+    quick: Annotated[bool, typer.Option(help="Tiny budgets, for a smoke test.")] = False,
+) -> None:
+    """Run warm-ml end to end on the bundled data: text, pretraining, baselines, report."""
+    _warm_ml(out, None, [0], quick, demo=True)
+
+
+@bench_app.command("warm-ml")
+def bench_warm_ml(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/warm-ml"),
+    data: DataOpt = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seed; repeat for several.")] = None,
+    quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
+) -> None:
+    """PROTOCOLS.md warm-ml: popularity, BPR, id-only SASRec and metarec in one run."""
+    _warm_ml(out, data, seed or [0], quick, demo=False)
+
+
+def main() -> None:
+    """Console entry point: library errors become one line on stderr and exit status 1."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except MetarecError as e:
+        kind = "config error" if isinstance(e, ConfigError) else "error"
+        typer.secho(f"{kind}: {e}", err=True, fg="red")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Configuration at the edge: TOML files and flags become frozen dataclasses, unknown keys fail.
+
+Only the CLI reads files; library code takes the dataclasses.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+
+from metarec.bench.warm_ml import WarmMLConfig
+from metarec.errors import ConfigError
+from metarec.training.loop import TrainConfig
+from metarec.training.workflow import ModelSpec
+
+SEQREC_TRAIN = TrainConfig(batch_size=32, lr=2e-3)
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
+        )
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+
+
+def pretrain_settings(
+    path: Path | None, model_flags: dict, train_flags: dict
+) -> tuple[ModelSpec, TrainConfig]:
+    """Merge defaults < TOML file ([model], [train]) < command-line flags that were given."""
+    doc = read_toml(path) if path is not None else {}
+    unknown = sorted(set(doc) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table {unknown[0]!r}; expected [model] and [train]")
+    model = {**doc.get("model", {}), **{k: v for k, v in model_flags.items() if v is not None}}
+    train = {**SEQREC_TRAIN.to_dict(), **doc.get("train", {})}
+    train.update({k: v for k, v in train_flags.items() if v is not None})
+    where = str(path) if path is not None else "options"
+    return _build(ModelSpec, model, f"{where} [model]"), _build(
+        TrainConfig, train, f"{where} [train]"
+    )
+
+
+def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:
+    """The demo: popularity, BPR and metarec under time budgets that fit in a few minutes."""
+    return replace(
+        cfg,
+        methods=("popularity", "bpr", "metarec"),
+        seqrec=replace(cfg.seqrec, time_budget_s=120.0),
+        bpr=replace(cfg.bpr, time_budget_s=20.0),
+        title="metarec demo: warm-ml on the bundled ml-latest-small",
+    )
+
+
+def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
+    """Smoke-test budgets: two epochs each. Never the configuration that is reported."""
+    return replace(
+        cfg,
+        seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
+        bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
+    )

@@ -1,0 +1,98 @@
+"""Full-catalogue next-item evaluation: one target per user, every earlier item excluded.
+
+The ranking is over the whole catalogue; every item the user interacted with before the target
+(the whole history, not only the model's input window) is excluded; the target never is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metarec.data.schema import Interactions
+from metarec.data.splits import user_sequences
+from metarec.data.windows import history_windows
+from metarec.errors import DataError
+from metarec.evaluation.metrics import metrics_from_ranks, target_ranks
+from metarec.models.batch import SeqBatch
+
+
+@dataclass(frozen=True, eq=False)
+class EvalSet:
+    """users (E,), histories (E, L) model input windows, targets (E,), and the CSR of each
+    row's whole history (``seen_indptr`` (E + 1,), ``seen_items``) for exclusion."""
+
+    users: np.ndarray
+    histories: np.ndarray
+    targets: np.ndarray
+    seen_indptr: np.ndarray
+    seen_items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def build_eval_set(
+    history: Interactions, targets: Interactions, n_users: int, max_len: int
+) -> EvalSet:
+    """Pair each target interaction with everything its user did in ``history``."""
+    users = np.asarray(targets.user, dtype=np.int64)
+    if len(np.unique(users)) != len(users):
+        raise DataError("next-item evaluation takes at most one target interaction per user")
+    indptr, items = user_sequences(history, n_users)
+    lengths = indptr[users + 1] - indptr[users]
+    seen_indptr = np.concatenate([[0], np.cumsum(lengths)])
+    seen_pos = np.repeat(indptr[users], lengths) + (
+        np.arange(lengths.sum()) - np.repeat(seen_indptr[:-1], lengths)
+    )
+    return EvalSet(
+        users=users,
+        histories=history_windows(indptr, items, users, max_len),
+        targets=np.asarray(targets.item, dtype=np.int64),
+        seen_indptr=seen_indptr,
+        seen_items=items[seen_pos],
+    )
+
+
+Scorer = Callable[[SeqBatch], torch.Tensor]  # (B,) users + (B, L) histories -> (B, N) scores
+
+
+def _exclude_mask(es: EvalSet, rows: slice, n_items: int) -> torch.Tensor:
+    lo, hi = es.seen_indptr[rows.start], es.seen_indptr[rows.stop]
+    counts = np.diff(es.seen_indptr[rows.start : rows.stop + 1])
+    row_idx = np.repeat(np.arange(rows.stop - rows.start), counts)
+    mask = torch.zeros(rows.stop - rows.start, n_items, dtype=torch.bool)
+    mask[torch.from_numpy(row_idx), torch.from_numpy(es.seen_items[lo:hi])] = True
+    return mask
+
+
+@torch.inference_mode()
+def rank_targets(score: Scorer, es: EvalSet, n_items: int, batch_size: int = 1024) -> np.ndarray:
+    """(E,) 0-based rank of every target over the full catalogue minus the user's history."""
+    ranks = []
+    for start in range(0, len(es), batch_size):
+        rows = slice(start, min(start + batch_size, len(es)))
+        batch = SeqBatch(
+            users=torch.from_numpy(es.users[rows]), items=torch.from_numpy(es.histories[rows])
+        )
+        scores = score(batch)  # (B, N)
+        exclude = _exclude_mask(es, rows, n_items)
+        ranks.append(target_ranks(scores, torch.from_numpy(es.targets[rows]), exclude))
+    return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_next_item(
+    model: torch.nn.Module, es: EvalSet, n_items: int, ks: tuple[int, ...] = (10,)
+) -> dict[str, float]:
+    """Mean HR/NDCG/MRR/Recall@k of ``model.score`` on ``es``; restores the model's train mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        ranks = rank_targets(model.score, es, n_items)
+    finally:
+        model.train(was_training)
+    per_row = metrics_from_ranks(torch.from_numpy(ranks), ks=ks)
+    return {name: float(v.float().mean()) for name, v in per_row.items()}

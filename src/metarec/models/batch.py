@@ -1,0 +1,47 @@
+"""The batch every recommender model takes: small dataclasses of tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+PAD = -1  # padding value in item sequences (left-padded)
+
+
+@dataclass
+class SeqBatch:
+    """A batch of users and their recent histories.
+
+    users: (B,) int64 user indices (``-1`` for users the model has not seen).
+    items: (B, L) int64 item indices, left-padded with ``PAD``; the last column is the most recent.
+    targets: (B, L) int64 next item at every position (``PAD`` where there is none); training only.
+    negatives: (B, L, S) int64 sampled negative items; only for sampled losses.
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    targets: torch.Tensor | None = None
+    negatives: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> SeqBatch:
+        return SeqBatch(
+            **{
+                f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
+                for f in fields(self)
+            }
+        )
+
+
+@dataclass
+class PairBatch:
+    """(user, positive item, negative item) triples for pairwise losses such as BPR; all (B,)."""
+
+    users: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+
+    def to(self, device: torch.device | str) -> PairBatch:
+        return PairBatch(
+            self.users.to(device), self.positives.to(device), self.negatives.to(device)
+        )

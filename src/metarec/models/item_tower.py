@@ -1,0 +1,62 @@
+"""Item vectors from projected text embeddings, from id embeddings, or both (hybrid)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ITEM_REPRS = ("id", "text", "hybrid")
+
+
+@dataclass(frozen=True)
+class ItemTowerConfig:
+    n_items: int
+    dim: int = 64
+    item_repr: str = "hybrid"  # "id" | "text" | "hybrid"
+    text_dim: int = 0  # width of the frozen text embeddings; 0 when item_repr == "id"
+
+    def __post_init__(self) -> None:
+        if self.item_repr not in ITEM_REPRS:
+            raise ValueError(f"item_repr must be one of {ITEM_REPRS}, got {self.item_repr!r}")
+        if self.n_items < 1 or self.dim < 1:
+            raise ValueError(f"n_items and dim must be positive, got {self.n_items}, {self.dim}")
+        if self.item_repr != "id" and self.text_dim < 1:
+            raise ValueError(f"item_repr={self.item_repr!r} needs text_dim > 0")
+
+
+class ItemTower(nn.Module):
+    """Maps every catalogue item to a ``dim`` vector.
+
+    Text embeddings are a frozen buffer (so they travel inside checkpoints); the projection
+    ("adaptor") and the optional id embedding are trained.
+    """
+
+    def __init__(self, config: ItemTowerConfig, text_embeddings: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        uses_text = config.item_repr in ("text", "hybrid")
+        if uses_text:
+            if text_embeddings is None:
+                text_embeddings = torch.zeros(config.n_items, config.text_dim)
+            if tuple(text_embeddings.shape) != (config.n_items, config.text_dim):
+                raise ValueError(
+                    f"text embeddings have shape {tuple(text_embeddings.shape)}, "
+                    f"expected ({config.n_items}, {config.text_dim})"
+                )
+            self.register_buffer("text_embeddings", text_embeddings.float().clone())
+            self.text_proj = nn.Linear(config.text_dim, config.dim)
+        if config.item_repr in ("id", "hybrid"):
+            self.id_embedding = nn.Embedding(config.n_items, config.dim)
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+
+    def all_items(self) -> torch.Tensor:
+        """(N, D) vectors of the whole catalogue."""
+        vec = None
+        if self.config.item_repr in ("text", "hybrid"):
+            vec = self.text_proj(self.text_embeddings)  # (N, D)
+        if self.config.item_repr in ("id", "hybrid"):
+            emb = self.id_embedding.weight  # (N, D)
+            vec = emb if vec is None else vec + emb
+        return vec

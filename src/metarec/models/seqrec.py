@@ -1,0 +1,146 @@
+"""SeqRec: a SASRec-style causal transformer over a user's history, scoring the full catalogue.
+
+The model is plain: it knows nothing of meta-learning, PEFT or training loops. ``loss`` and
+``score`` are the whole contract (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarec.models.batch import PAD, SeqBatch
+from metarec.models.item_tower import ItemTower, ItemTowerConfig
+
+LOSSES = ("ce", "bce")
+
+
+@dataclass(frozen=True)
+class SeqRecConfig:
+    n_items: int
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+    item_repr: str = "hybrid"  # "id" | "text" | "hybrid"
+    text_dim: int = 0
+    loss: str = "ce"  # "ce": full-catalogue softmax; "bce": sampled negatives, pointwise
+    n_negatives: int = 1  # negatives per position for the "bce" loss
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.max_len < 1 or self.n_layers < 1 or self.n_negatives < 1:
+            raise ValueError("max_len, n_layers and n_negatives must be positive")
+        self.tower_config()  # validates item_repr / text_dim
+
+    def tower_config(self) -> ItemTowerConfig:
+        return ItemTowerConfig(self.n_items, self.dim, self.item_repr, self.text_dim)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape  # (B, T, D)
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)  # (B, H, T, d)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention then feed-forward, each with a residual."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), allowed))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class SeqRec(nn.Module):
+    """Causal transformer user encoder + item tower; scores are dot products."""
+
+    def __init__(self, config: SeqRecConfig, text_embeddings: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.items = ItemTower(config.tower_config(), text_embeddings)
+        self.position = nn.Embedding(config.max_len, config.dim)
+        self.input_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        nn.init.normal_(self.position.weight, std=0.02)
+
+    def encode(self, items: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, L) item indices -> (B, L, D) hidden states; position t sees items[:, :t+1]."""
+        items = items[:, -self.config.max_len :]
+        t = items.shape[1]
+        valid = items != PAD  # (B, T)
+        x = item_vectors[items.clamp(min=0)] * valid.unsqueeze(-1)  # (B, T, D)
+        x = x * math.sqrt(self.config.dim) + self.position.weight[-t:]
+        x = self.input_drop(x)
+        causal = torch.ones(t, t, dtype=torch.bool, device=items.device).tril()
+        eye = torch.eye(t, dtype=torch.bool, device=items.device)
+        allowed = (causal & valid[:, None, :]) | eye  # (B, T, T): no row is fully masked
+        for block in self.blocks:
+            x = block(x, allowed.unsqueeze(1))
+        return self.norm(x) * valid.unsqueeze(-1)
+
+    def user_vectors(self, batch: SeqBatch, item_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, D): the hidden state at the most recent position."""
+        return self.encode(batch.items, item_vectors)[:, -1]
+
+    def score(self, batch: SeqBatch, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) scores over the catalogue, or (B, M) over ``items`` (M,) / (B, M)."""
+        item_vectors = self.items.all_items()  # (N, D)
+        user = self.user_vectors(batch, item_vectors)  # (B, D)
+        if items is None:
+            return user @ item_vectors.T
+        cand = item_vectors[items]  # (M, D) or (B, M, D)
+        return user @ cand.T if cand.dim() == 2 else torch.einsum("bd,bmd->bm", user, cand)
+
+    def loss(self, batch: SeqBatch) -> torch.Tensor:
+        """Next-item loss at every position with a target."""
+        item_vectors = self.items.all_items()  # (N, D)
+        hidden = self.encode(batch.items, item_vectors)  # (B, L, D)
+        has_target = batch.targets != PAD  # (B, L)
+        h = hidden[has_target]  # (M, D)
+        targets = batch.targets[has_target]  # (M,)
+        if self.config.loss == "ce":
+            return F.cross_entropy(h @ item_vectors.T, targets)
+        negatives = batch.negatives[has_target]  # (M, S)
+        pos = (h * item_vectors[targets]).sum(-1, keepdim=True)  # (M, 1)
+        neg = torch.einsum("md,msd->ms", h, item_vectors[negatives])  # (M, S)
+        logits = torch.cat([pos, neg], dim=1)
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)

@@ -1,0 +1,140 @@
+"""The one training loop: AdamW, early stopping on a validation metric, progress, resume.
+
+Models bring ``loss(batch)``; the caller brings a batch factory and a validation function, so the
+loop knows nothing about any particular model or dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from metarec.training.seeding import epoch_rng
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 10  # epochs without validation improvement before stopping
+    grad_clip: float = 1.0
+    seed: int = 0
+    time_budget_s: float | None = None  # stop after this much training time
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"invalid learning rate: {self.lr}")
+        if self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("max_epochs, batch_size and patience must be positive")
+        if self.weight_decay < 0:
+            raise ValueError(f"invalid weight decay: {self.weight_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides weights and optimizer state."""
+
+    epoch: int = 0  # epochs completed
+    best_epoch: int = 0
+    best_metric: float = float("-inf")
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, validation metric)
+    train_seconds: float = 0.0
+    seconds_to_best: float = 0.0
+    stopped: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        d = dict(d)
+        d["curve"] = [tuple(p) for p in d.get("curve", [])]
+        return cls(**d)
+
+
+BatchFactory = Callable[[int, np.random.Generator], Iterable]
+Validate = Callable[[nn.Module], float]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and embeddings-free 1-d parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _train_epoch(model, optimizer, batches: Iterable, grad_clip: float) -> float:
+    model.train()
+    total, n = 0.0, 0
+    for batch in batches:
+        loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        total, n = total + loss.item(), n + 1
+    return total / max(n, 1)
+
+
+def fit(
+    model: nn.Module,
+    batches: BatchFactory,
+    validate: Validate,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer | None = None,
+    state: TrainState | None = None,
+    on_epoch: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
+    desc: str = "training",
+    best_weights: dict[str, torch.Tensor] | None = None,
+) -> tuple[TrainState, dict[str, torch.Tensor]]:
+    """Train until patience or budget runs out; returns the state and the best weights.
+
+    To resume, pass the saved ``optimizer``, ``state`` and ``best_weights`` with the model holding
+    the last weights; epochs reseed from (seed, epoch), so the run continues as if never stopped.
+    """
+    optimizer = optimizer or make_optimizer(model, config)
+    state = state or TrainState()
+    best = best_weights if best_weights is not None else copy.deepcopy(model.state_dict())
+    bar = tqdm(total=config.max_epochs, initial=state.epoch, desc=desc, disable=not config.progress)
+    while state.epoch < config.max_epochs and not state.stopped:
+        start = time.perf_counter()
+        rng = epoch_rng(config.seed, state.epoch)
+        loss = _train_epoch(model, optimizer, batches(state.epoch, rng), config.grad_clip)
+        state.train_seconds += time.perf_counter() - start
+        state.epoch += 1
+        metric = validate(model)
+        state.curve.append((state.epoch, metric))
+        if metric > state.best_metric:
+            state.best_metric, state.best_epoch = metric, state.epoch
+            state.seconds_to_best = state.train_seconds
+            best = copy.deepcopy(model.state_dict())
+        if state.epoch - state.best_epoch >= config.patience:
+            state.stopped = f"no improvement for {config.patience} epochs"
+        elif config.time_budget_s is not None and state.train_seconds >= config.time_budget_s:
+            state.stopped = f"time budget of {config.time_budget_s:g}s reached"
+        bar.set_postfix(loss=f"{loss:.4f}", val=f"{metric:.4f}", best=f"{state.best_metric:.4f}")
+        bar.update(1)
+        if on_epoch is not None:
+            on_epoch(state, model, optimizer)
+    bar.close()
+    if not state.stopped:
+        state.stopped = f"max_epochs={config.max_epochs} reached"
+    return state, best

@@ -1,0 +1,162 @@
+"""Pretraining as one call: text features, model, loop, checkpoint, resume.
+
+This is what ``metarec pretrain`` and the benchmarks call; it composes the data split, the text
+encoder, the model and the training loop, and owns none of their logic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from metarec.data.schema import Dataset
+from metarec.errors import CheckpointError, ConfigError
+from metarec.evaluation.next_item import evaluate_next_item
+from metarec.models import SeqRec, SeqRecConfig
+from metarec.text import cache_key, encode_with_cache
+from metarec.training.checkpoint import (
+    CONFIG,
+    Checkpoint,
+    load_checkpoint,
+    load_resume_state,
+    save_checkpoint,
+    save_resume_state,
+)
+from metarec.training.loop import TrainConfig, TrainState, make_optimizer
+from metarec.training.pretrain import NextItemData, train_seqrec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The SeqRec options a user picks; the catalogue size and text width come from the data."""
+
+    item_repr: str = "hybrid"
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+    loss: str = "ce"
+    n_negatives: int = 1
+    text_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+
+    def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
+        d = {k: v for k, v in asdict(self).items() if k != "text_model"}
+        try:
+            return SeqRecConfig(n_items=n_items, text_dim=text_dim, **d)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+
+
+@dataclass
+class TextFeatures:
+    embeddings: torch.Tensor | None  # (N, T) or None for id-only models
+    info: dict = field(default_factory=dict)  # text model, cache key, encode stats
+
+
+def item_text_features(dataset: Dataset, spec: ModelSpec, progress: bool = True) -> TextFeatures:
+    """Encode the catalogue's text (cached on disk) unless the model is id-only."""
+    if spec.item_repr == "id":
+        return TextFeatures(None, {"text_model": None})
+    emb, stats = encode_with_cache(
+        dataset.items.text, model=spec.text_model, progress=progress, return_stats=True
+    )
+    info = {
+        "text_model": spec.text_model or "all-MiniLM-L6-v2",
+        "text_cache_key": cache_key(spec.text_model),
+        "text_encode": str(stats),
+    }
+    return TextFeatures(emb, info)
+
+
+def build_seqrec(spec: ModelSpec, n_items: int, text: TextFeatures) -> SeqRec:
+    text_dim = 0 if text.embeddings is None else text.embeddings.shape[1]
+    return SeqRec(spec.seqrec_config(n_items, text_dim), text.embeddings)
+
+
+@dataclass
+class PretrainResult:
+    model: SeqRec
+    state: TrainState
+    valid: dict[str, float]
+    test: dict[str, float]
+    checkpoint: Path | None = None
+
+
+def _checkpoint(model, dataset, spec, config, state, text, metrics) -> Checkpoint:
+    meta = {
+        "dataset": dataset.name,
+        "model_spec": asdict(spec),
+        "train_config": config.to_dict(),
+        "train_state": state.to_dict(),
+        "metrics": metrics,
+        **text.info,
+    }
+    return Checkpoint(model, "seqrec", dataset.users, dataset.items.ids, meta)
+
+
+def _resume(out: Path, model: SeqRec, optimizer, dataset: Dataset) -> tuple[TrainState, dict]:
+    try:
+        saved = json.loads((out / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot resume from {out}: {e}") from e
+    if (
+        saved.get("model_config") != model.config.to_dict()
+        or saved.get("items") != dataset.items.ids
+    ):
+        raise CheckpointError(
+            f"cannot resume from {out}: it was trained with another model config or catalogue"
+        )
+    best = load_checkpoint(out).model.state_dict()
+    state = TrainState.from_dict(load_resume_state(out, model, optimizer))
+    return state, best
+
+
+def pretrain_seqrec(
+    dataset: Dataset,
+    data: NextItemData,
+    spec: ModelSpec,
+    config: TrainConfig,
+    out: Path | None = None,
+    resume: bool = False,
+    text: TextFeatures | None = None,
+) -> PretrainResult:
+    """Pretrain SeqRec on ``data``; with ``out``, checkpoint there (and resume from it)."""
+    text = text or item_text_features(dataset, spec, config.progress)
+    torch.manual_seed(config.seed)
+    model = build_seqrec(spec, dataset.n_items, text)
+    optimizer = make_optimizer(model, config)
+    state, best = None, None
+    if resume:
+        if out is None or not (out / "resume").is_dir():
+            raise CheckpointError(f"nothing to resume: {out}/resume does not exist")
+        state, best = _resume(out, model, optimizer, dataset)
+
+    def on_epoch(st: TrainState, m, opt) -> None:
+        if out is not None:
+            save_resume_state(out, m, opt, st.to_dict())
+            if st.best_epoch == st.epoch:
+                ckpt = _checkpoint(m, dataset, spec, config, st, text, {})
+                save_checkpoint(out, ckpt)
+
+    state, best = train_seqrec(
+        model,
+        data,
+        config,
+        optimizer=optimizer,
+        state=state,
+        best_weights=best,
+        on_epoch=on_epoch,
+        desc=f"pretraining {spec.item_repr}",
+    )
+    model.load_state_dict(best)
+    valid = evaluate_next_item(model, data.valid, data.n_items)
+    test = evaluate_next_item(model, data.test, data.n_items)
+    path = None
+    if out is not None:
+        metrics = {"valid": valid, "test": test}
+        path = save_checkpoint(out, _checkpoint(model, dataset, spec, config, state, text, metrics))
+    return PretrainResult(model, state, valid, test, path)
