@@ -46,10 +46,7 @@ class Interactions:
     def take(self, index: np.ndarray) -> Interactions:
         """Rows selected by a boolean mask or an integer index array."""
         return Interactions(
-            **{
-                name: (None if col is None else col[index])
-                for name, col in self._columns().items()
-            }
+            **{name: (None if col is None else col[index]) for name, col in self._columns().items()}
         )
 
     def sort_by_user_time(self) -> Interactions:
