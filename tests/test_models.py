@@ -29,8 +29,15 @@ def _text() -> torch.Tensor:
 
 def _model(item_repr: str = "hybrid", **kw) -> SeqRec:
     torch.manual_seed(0)
-    cfg = SeqRecConfig(n_items=N_ITEMS, dim=16, n_heads=2, max_len=8, item_repr=item_repr,
-                       text_dim=0 if item_repr == "id" else TEXT_DIM, **kw)
+    cfg = SeqRecConfig(
+        n_items=N_ITEMS,
+        dim=16,
+        n_heads=2,
+        max_len=8,
+        item_repr=item_repr,
+        text_dim=0 if item_repr == "id" else TEXT_DIM,
+        **kw,
+    )
     return SeqRec(cfg, None if item_repr == "id" else _text()).eval()
 
 

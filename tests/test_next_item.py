@@ -1,0 +1,52 @@
+"""Full-ranking next-item evaluation: exclusion of the whole history, never of the target."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metarec.data.schema import Interactions
+from metarec.evaluation.next_item import build_eval_set, evaluate_next_item, rank_targets
+from metarec.models import SeqBatch
+
+
+def _inter(rows):
+    u, i, t = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    return Interactions(user=u, item=i, timestamp=t)
+
+
+class FixedScores(torch.nn.Module):
+    """Scores item j as -j for everyone: item 0 ranks first."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def score(self, batch: SeqBatch, items=None) -> torch.Tensor:
+        return -torch.arange(self.n, dtype=torch.float32).expand(len(batch.users), -1)
+
+
+def test_history_is_excluded_but_not_the_target():
+    # user 0 saw items 0, 1, 2 (history window of 2 keeps only 1, 2); target 3
+    # user 1 saw 4 and 0 before; target 0 again (a repeat must stay rankable)
+    history = _inter([(0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 4, 1), (1, 0, 2)])
+    targets = _inter([(0, 3, 9), (1, 0, 9)])
+    es = build_eval_set(history, targets, n_users=2, max_len=2)
+    assert es.histories.tolist() == [[1, 2], [4, 0]]
+    ranks = rank_targets(FixedScores(6).score, es, n_items=6)
+    # user 0: 0, 1, 2 excluded from the whole history, so item 3 is first
+    # user 1: item 0 is the target, so it is not excluded and ranks first
+    assert ranks.tolist() == [0, 0]
+    metrics = evaluate_next_item(FixedScores(6), es, n_items=6)
+    assert metrics["NDCG@10"] == 1.0 and metrics["HR@10"] == 1.0
+
+
+def test_ranks_count_unexcluded_items_above():
+    history = _inter([(0, 1, 1)])
+    targets = _inter([(0, 5, 2)])
+    es = build_eval_set(history, targets, n_users=1, max_len=3)
+    # items 0, 2, 3, 4 score above 5 (1 is excluded) -> rank 4
+    assert rank_targets(FixedScores(8).score, es, n_items=8).tolist() == [4]
+    m = evaluate_next_item(FixedScores(8), es, n_items=8)
+    assert abs(m["NDCG@10"] - 1 / np.log2(6)) < 1e-6
+    assert abs(m["MRR@10"] - 1 / 5) < 1e-6
