@@ -333,3 +333,22 @@ def test_inspect_scientific_has_splits_no_time(scientific: Dataset) -> None:
     assert info["given_splits"] == {"train": 42500, "valid": 8442, "test": 8442}
     assert "time_range" not in info and "rating" not in info
     assert info["history_length"]["max"] == 51
+
+
+def test_generic_columns_are_detected_from_common_names(tmp_path):
+    from metarec.data.loaders.generic import detect_format
+
+    path = tmp_path / "log.tsv"
+    path.write_text("userId\tmovieId\tts\tscore\nu1\tm1\t5\t4.5\nu1\tm2\t6\t2.0\nu2\tm1\t1\t3.0\n")
+    fmt = detect_format(path)
+    assert (fmt.user, fmt.item, fmt.timestamp, fmt.rating) == ("userId", "movieId", "ts", "score")
+    ds = load_dataset(path)
+    assert (ds.n_users, ds.n_items, len(ds.interactions)) == (2, 2, 3)
+    assert ds.interactions.rating.tolist() == [4.5, 2.0, 3.0]
+
+
+def test_generic_without_recognisable_columns_says_which(tmp_path):
+    path = tmp_path / "odd.csv"
+    path.write_text("who,what\na,b\n")
+    with pytest.raises(ConfigError, match=r"user and the item ids.*'who', 'what'"):
+        load_dataset(path)

@@ -240,3 +240,23 @@ def _line_with_text(data: bytes, text: str, encoding: str) -> int | None:
         if raw.rstrip(b"\r").decode(encoding, errors="replace") == text:
             return number
     return None
+
+
+def header_names(
+    path: Path | str, *, delimiter: str | None = None, encoding: str = "utf-8"
+) -> list[str]:
+    """Column names of a CSV / TSV (first line) or Parquet (schema) file."""
+    path = require_file(path)
+    sep = delimiter_for(path, delimiter)
+    if sep is None:
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    try:
+        line = first.decode(encoding).strip()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}, line 1: not valid {encoding} ({exc.reason})") from None
+    return [name.strip().strip('"') for name in line.split(sep)]

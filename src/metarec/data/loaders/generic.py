@@ -11,7 +11,7 @@ import numpy as np
 from metarec.data.assemble import RawInteractions, build_dataset
 from metarec.data.columns import codes, floats, strings, texts, timestamps, unique_ids
 from metarec.data.schema import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID, Dataset
-from metarec.data.tables import Table, read_table
+from metarec.data.tables import Table, header_names, read_table
 from metarec.errors import ConfigError
 
 SPLIT_NAMES = {
@@ -81,13 +81,46 @@ class GenericFormat:
         return [self.user, self.item, *(c for c in optional if c is not None)]
 
 
+# Column names recognised when a file is loaded without naming its columns, in order of preference.
+ALIASES = {
+    "user": ("user_id", "user", "userId", "userid", "uid", "reviewerID", "user_id:token"),
+    "item": ("item_id", "item", "itemId", "itemid", "movieId", "iid", "asin", "item_id:token"),
+    "timestamp": ("timestamp", "time", "ts", "unixReviewTime", "datetime", "timestamp:float"),
+    "rating": ("rating", "score", "stars", "rating:float"),
+    "label": ("label", "click", "like", "liked"),
+    "domain": ("domain",),
+    "split": ("split",),
+}
+
+
+def detect_format(path: Path | str, delimiter: str | None = None) -> GenericFormat:
+    """Guess the columns of an interactions file from its header (see ``ALIASES``)."""
+    found = header_names(path, delimiter=delimiter)
+    chosen = {}
+    for field_name, aliases in ALIASES.items():
+        match = next((a for a in aliases if a in found), None)
+        if match is not None:
+            chosen[field_name] = match
+    missing = [f for f in ("user", "item") if f not in chosen]
+    if missing:
+        raise ConfigError(
+            f"{path}: cannot tell which column holds the {' and the '.join(missing)} ids; "
+            f"the file has columns {', '.join(repr(c) for c in found)}; recognised names are "
+            + "; ".join(f"{f}: {', '.join(ALIASES[f][:4])}" for f in missing)
+        )
+    if "rating" in chosen and "label" in chosen:
+        del chosen["label"]
+    return GenericFormat(delimiter=delimiter, **chosen)
+
+
 def load_generic(
     path: Path | str, fmt: GenericFormat | None = None, *, name: str | None = None, **options
 ) -> Dataset:
     """Load one interactions file; ``options`` are ``GenericFormat`` fields."""
     if fmt is not None and options:
         raise ConfigError(f"give either a GenericFormat or options, not both: {sorted(options)}")
-    fmt = fmt or GenericFormat.from_options(options)
+    if fmt is None:
+        fmt = GenericFormat.from_options(options) if options else detect_format(path)
     path = Path(path)
     table = read_table(path, fmt.columns(), delimiter=fmt.delimiter, encoding=fmt.encoding)
     raw = RawInteractions(

@@ -1,0 +1,144 @@
+"""The metarec command: real runs on small data and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from metarec.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["metarec", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """A generic interactions file with a learnable pattern: 40 users walking a 12-item cycle."""
+    path = tmp_path / "tiny.csv"
+    lines = ["user,item,ts"]
+    for u in range(40):
+        for t in range(10):
+            lines.append(f"u{u},i{(u + t) % 12},{1000 + t}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_inspect_prints_real_counts(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "inspect", "ml-latest-small")
+    assert code == 0
+    assert "610" in out and "9,742" in out.replace("9742", "9,742")
+    assert "100,836" in out.replace("100836", "100,836")
+
+
+def test_unknown_dataset_is_one_line_without_traceback(monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", "no-such-dataset")
+    assert code == 1
+    assert "error:" in err and "no-such-dataset" in err
+    assert "Traceback" not in err + out
+
+
+def test_malformed_file_names_the_line(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,timestamp\nu1,i1,100\nu2,i2,yesterday\n")
+    code, _, err = run_cli(monkeypatch, capsys, "data", "inspect", str(bad))
+    assert code == 1
+    assert "bad.csv" in err and "line 3" in err and "Traceback" not in err
+
+
+def test_unknown_config_key_is_named(monkeypatch, capsys, tmp_path, tiny_csv):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[model]\nitem_repr = 'id'\nwidth = 3\n")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "pretrain",
+        "--data",
+        str(tiny_csv),
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "m"),
+    )
+    assert code == 1
+    assert "'width'" in err and "config error" in err
+
+
+def test_bad_option_value_exits_nonzero(monkeypatch, capsys, tiny_csv, tmp_path):
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "pretrain",
+        "--data",
+        str(tiny_csv),
+        "--item-repr",
+        "pixels",
+        "--out",
+        str(tmp_path / "m"),
+    )
+    assert code == 1 and "item_repr" in err and "Traceback" not in err
+
+
+def test_pretrain_then_evaluate(monkeypatch, capsys, tmp_path, tiny_csv):
+    out = tmp_path / "model"
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "pretrain",
+        "--data",
+        str(tiny_csv),
+        "--item-repr",
+        "id",
+        "--max-epochs",
+        "3",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert json.loads((out / "config.json").read_text())["train_state"]["epoch"] == 3
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "evaluate",
+        "--model",
+        str(out),
+        "--data",
+        str(tiny_csv),
+        "--out",
+        str(tmp_path / "eval"),
+    )
+    assert code == 0, err
+    assert "NDCG@10" in stdout and "popularity" in stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {r["method"] for r in metrics["results"]} == {"seqrec", "popularity"}
+
+
+def test_evaluate_missing_checkpoint(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--model", str(tmp_path / "none"))
+    assert code == 1 and "checkpoint folder not found" in err
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(monkeypatch, capsys, "demo", "--quick")
+    assert code == 0, err
+    folder = tmp_path / "metarec-demo"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["protocol"] == "warm-ml" and metrics["dataset"] == "ml-latest-small"
+    methods = {r["method"]: r for r in metrics["results"]}
+    assert set(methods) == {"popularity", "bpr", "metarec"}
+    assert 0 < methods["popularity"]["metrics"]["NDCG@10"] < 0.1
+    assert (folder / "report.md").read_text().count("|") > 10
+    assert (folder / "checkpoint" / "model.safetensors").is_file()
+    assert "report" in out and str(folder.name) in out
