@@ -1,0 +1,67 @@
+"""The warm-ml runner on a small dataset with item text: every method, one schema."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from metarec.bench.warm_ml import WarmMLConfig, run_warm_ml
+from metarec.config import quick_config
+from metarec.errors import ConfigError
+from metarec.evaluation.report import read_metrics_json
+
+COLOURS = ["red", "green", "blue", "yellow", "black", "white"]
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    """30 users, 12 items with text; each user walks the items in order from a start point."""
+    inter = tmp_path / "inter.csv"
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(30):
+        rows += [f"u{u},i{(u + t) % 12},{t}" for t in range(9)]
+    inter.write_text("\n".join(rows) + "\n")
+    text = tmp_path / "items.csv"
+    text.write_text(
+        "item_id,text\n" + "".join(f"i{i},a {COLOURS[i % 6]} shirt number {i}\n" for i in range(12))
+    )
+    return inter, text
+
+
+def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
+    inter, text = small_dataset
+    from metarec.data.loaders import registry
+
+    real = registry.load_dataset
+    monkeypatch.setattr(
+        "metarec.bench.warm_ml.load_dataset",
+        lambda name: real(
+            name, user="user_id", item="item_id", timestamp="timestamp", item_text=text
+        ),
+    )
+    cfg = quick_config(
+        WarmMLConfig(data=str(inter), out=tmp_path / "out", seeds=(0, 1), progress=False)
+    )
+    logs = []
+    res = run_warm_ml(cfg, log=logs.append)
+    doc = read_metrics_json(res["metrics_json"])
+    assert doc["protocol"] == "warm-ml" and doc["seeds"] == [0, 1]
+    rows = {r["method"]: r for r in doc["results"]}
+    assert set(rows) == {"popularity", "bpr", "sasrec-id", "metarec"}
+    for row in rows.values():
+        ndcg = row["metrics"]["NDCG@10"]
+        assert set(ndcg) == {"mean", "ci95"} and 0.0 <= ndcg["mean"] <= 1.0
+        assert ndcg["ci95"][0] <= ndcg["mean"] <= ndcg["ci95"][1]
+        assert row["cost"]["peak_rss_mb"] > 10
+    assert rows["metarec"]["cost"]["epochs"] == 2
+    assert set(doc["curves"]) == {"bpr", "sasrec-id", "metarec"}
+    report = res["report"].read_text()
+    assert "sasrec-id" in report and "learning_curves.png" in report
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 1000
+    assert res["checkpoint"] is not None and any("item text" in line for line in logs)
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ConfigError, match="gpt"):
+        replace(WarmMLConfig(), methods=("popularity", "gpt"))
