@@ -142,3 +142,40 @@ def test_demo_quick_end_to_end(monkeypatch, capsys, tmp_path):
     assert (folder / "report.md").read_text().count("|") > 10
     assert (folder / "checkpoint" / "model.safetensors").is_file()
     assert "report" in out and str(folder.name) in out
+
+
+def test_download_offline_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "data", "download", "ml-100k", "--dest", str(tmp_path)
+    )
+    assert code == 1 and "offline" in err and "ml-100k.zip" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_download_extracts_a_zip_safely(monkeypatch, tmp_path):
+    import io
+    import zipfile
+
+    from metarec.data import download as dl
+    from metarec.errors import DataError
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,5\n")
+    monkeypatch.setattr(dl, "_fetch", lambda url, timeout: buf.getvalue())
+    folder = dl.download("ml-latest-small", tmp_path)
+    assert (folder / "ratings.csv").read_text().startswith("userId")
+
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.txt", "x")
+    monkeypatch.setattr(dl, "_fetch", lambda url, timeout: evil.getvalue())
+    with pytest.raises(DataError, match="outside"):
+        dl.download("ml-latest-small", tmp_path / "other")
+    assert not (tmp_path / "escape.txt").exists()

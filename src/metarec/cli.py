@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and download datasets.", no_args_is_help=True)
 bench_app = typer.Typer(
     help="Run a benchmark protocol (see docs/protocols.md).", no_args_is_help=True
 )
@@ -47,6 +47,17 @@ def data_inspect(
     from metarec.data.loaders.registry import load_dataset
 
     typer.echo(format_inspection(inspect_dataset(load_dataset(dataset))))
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="ml-100k, ml-1m, ml-latest-small or ml-25m.")],
+    dest: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("data"),
+) -> None:
+    """Download a public MovieLens dataset (needs network access)."""
+    from metarec.data.download import download
+
+    typer.echo(f"dataset folder: {download(name, dest)}")
 
 
 @app.command()

@@ -42,7 +42,9 @@ class WarmMLConfig:
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = METHODS
     seqrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=32, lr=2e-3))
-    bpr: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=1024, lr=5e-3))
+    bpr: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=1024, lr=5e-3, weight_decay=0.5)
+    )
     spec: ModelSpec = field(default_factory=ModelSpec)
     progress: bool = True
     title: str = "warm-ml: next-item recommendation for warm users"
