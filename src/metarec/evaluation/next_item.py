@@ -69,18 +69,32 @@ def _exclude_mask(es: EvalSet, rows: slice, n_items: int) -> torch.Tensor:
     return mask
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a model with neither)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.inference_mode()
-def rank_targets(score: Scorer, es: EvalSet, n_items: int, batch_size: int = 1024) -> np.ndarray:
+def rank_targets(
+    score: Scorer,
+    es: EvalSet,
+    n_items: int,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """(E,) 0-based rank of every target over the full catalogue minus the user's history."""
     ranks = []
     for start in range(0, len(es), batch_size):
         rows = slice(start, min(start + batch_size, len(es)))
         batch = SeqBatch(
             users=torch.from_numpy(es.users[rows]), items=torch.from_numpy(es.histories[rows])
-        )
+        ).to(device)
         scores = score(batch)  # (B, N)
-        exclude = _exclude_mask(es, rows, n_items)
-        ranks.append(target_ranks(scores, torch.from_numpy(es.targets[rows]), exclude))
+        exclude = _exclude_mask(es, rows, n_items).to(device)
+        targets = torch.from_numpy(es.targets[rows]).to(device)
+        ranks.append(target_ranks(scores, targets, exclude).cpu())
     return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
 
 
@@ -91,7 +105,7 @@ def evaluate_next_item(
     was_training = model.training
     model.eval()
     try:
-        ranks = rank_targets(model.score, es, n_items)
+        ranks = rank_targets(model.score, es, n_items, device=model_device(model))
     finally:
         model.train(was_training)
     per_row = metrics_from_ranks(torch.from_numpy(ranks), ks=ks)

@@ -16,6 +16,8 @@ class ItemTowerConfig:
     dim: int = 64
     item_repr: str = "hybrid"  # "id" | "text" | "hybrid"
     text_dim: int = 0  # width of the frozen text embeddings; 0 when item_repr == "id"
+    text_hidden: int = 0  # 0: linear text adaptor; > 0: two-layer MLP with this hidden width
+    id_dropout: float = 0.0  # hybrid, training only: drop the id part of this fraction of items
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
@@ -24,6 +26,8 @@ class ItemTowerConfig:
             raise ValueError(f"n_items and dim must be positive, got {self.n_items}, {self.dim}")
         if self.item_repr != "id" and self.text_dim < 1:
             raise ValueError(f"item_repr={self.item_repr!r} needs text_dim > 0")
+        if not 0.0 <= self.id_dropout < 1.0 or self.text_hidden < 0:
+            raise ValueError("id_dropout must be in [0, 1) and text_hidden >= 0")
 
 
 class ItemTower(nn.Module):
@@ -46,7 +50,7 @@ class ItemTower(nn.Module):
                     f"expected ({config.n_items}, {config.text_dim})"
                 )
             self.register_buffer("text_embeddings", text_embeddings.float().clone())
-            self.text_proj = nn.Linear(config.text_dim, config.dim)
+            self.text_proj = _adaptor(config.text_dim, config.text_hidden, config.dim)
         if config.item_repr in ("id", "hybrid"):
             self.id_embedding = nn.Embedding(config.n_items, config.dim)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
@@ -58,5 +62,14 @@ class ItemTower(nn.Module):
             vec = self.text_proj(self.text_embeddings)  # (N, D)
         if self.config.item_repr in ("id", "hybrid"):
             emb = self.id_embedding.weight  # (N, D)
+            if vec is not None and self.training and self.config.id_dropout > 0:
+                keep = torch.rand(emb.shape[0], 1, device=emb.device) >= self.config.id_dropout
+                emb = emb * keep  # those items must be recognised from their text alone
             vec = emb if vec is None else vec + emb
         return vec
+
+
+def _adaptor(text_dim: int, hidden: int, dim: int) -> nn.Module:
+    if hidden == 0:
+        return nn.Linear(text_dim, dim)
+    return nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))

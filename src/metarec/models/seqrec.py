@@ -29,6 +29,8 @@ class SeqRecConfig:
     dropout: float = 0.2
     item_repr: str = "hybrid"  # "id" | "text" | "hybrid"
     text_dim: int = 0
+    text_hidden: int = 0  # 0: linear text adaptor; > 0: MLP hidden width
+    id_dropout: float = 0.0  # hybrid: fraction of items whose id part is dropped in training
     loss: str = "ce"  # "ce": full-catalogue softmax; "bce": sampled negatives, pointwise
     n_negatives: int = 1  # negatives per position for the "bce" loss
 
@@ -44,7 +46,9 @@ class SeqRecConfig:
         self.tower_config()  # validates item_repr / text_dim
 
     def tower_config(self) -> ItemTowerConfig:
-        return ItemTowerConfig(self.n_items, self.dim, self.item_repr, self.text_dim)
+        return ItemTowerConfig(
+            self.n_items, self.dim, self.item_repr, self.text_dim, self.text_hidden, self.id_dropout
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metarec.errors import ConfigError
 from metarec.training.seeding import epoch_rng
 
 
@@ -30,6 +31,14 @@ class TrainConfig:
     seed: int = 0
     time_budget_s: float | None = None  # stop after this much training time
     progress: bool = True
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available here")
+        return torch.device(self.device)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -38,6 +47,8 @@ class TrainConfig:
             raise ValueError("max_epochs, batch_size and patience must be positive")
         if self.weight_decay < 0:
             raise ValueError(f"invalid weight decay: {self.weight_decay}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,11 +91,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _train_epoch(model, optimizer, batches: Iterable, grad_clip: float) -> float:
+def _train_epoch(model, optimizer, batches: Iterable, grad_clip: float, device) -> float:
     model.train()
     total, n = 0.0, 0
     for batch in batches:
-        loss = model.loss(batch)
+        loss = model.loss(batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -110,6 +121,8 @@ def fit(
     To resume, pass the saved ``optimizer``, ``state`` and ``best_weights`` with the model holding
     the last weights; epochs reseed from (seed, epoch), so the run continues as if never stopped.
     """
+    device = config.resolved_device()
+    model.to(device)
     optimizer = optimizer or make_optimizer(model, config)
     state = state or TrainState()
     best = best_weights if best_weights is not None else copy.deepcopy(model.state_dict())
@@ -117,7 +130,7 @@ def fit(
     while state.epoch < config.max_epochs and not state.stopped:
         start = time.perf_counter()
         rng = epoch_rng(config.seed, state.epoch)
-        loss = _train_epoch(model, optimizer, batches(state.epoch, rng), config.grad_clip)
+        loss = _train_epoch(model, optimizer, batches(state.epoch, rng), config.grad_clip, device)
         state.train_seconds += time.perf_counter() - start
         state.epoch += 1
         metric = validate(model)

@@ -41,6 +41,8 @@ class ModelSpec:
     dropout: float = 0.2
     loss: str = "ce"
     n_negatives: int = 1
+    text_hidden: int = 0
+    id_dropout: float = 0.0
     text_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
 
     def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
