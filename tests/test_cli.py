@@ -179,3 +179,29 @@ def test_download_extracts_a_zip_safely(monkeypatch, tmp_path):
     with pytest.raises(DataError, match="outside"):
         dl.download("ml-latest-small", tmp_path / "other")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_config_file_and_flags_merge(tmp_path):
+    from metarec.config import pretrain_settings
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[model]\nitem_repr = 'text'\ndim = 32\n[train]\nlr = 0.01\nmax_epochs = 7\n")
+    spec, train = pretrain_settings(cfg, {"item_repr": "id", "loss": None}, {"max_epochs": None})
+    assert (spec.item_repr, spec.dim) == ("id", 32)  # the flag wins over the file
+    assert (train.lr, train.max_epochs, train.batch_size) == (0.01, 7, 32)
+
+
+def test_bad_toml_and_unknown_table(tmp_path):
+    from metarec.config import pretrain_settings
+    from metarec.errors import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        pretrain_settings(bad, {}, {})
+    extra = tmp_path / "extra.toml"
+    extra.write_text("[optimiser]\nlr = 1\n")
+    with pytest.raises(ConfigError, match="'optimiser'"):
+        pretrain_settings(extra, {}, {})
+    with pytest.raises(ConfigError, match="device"):
+        pretrain_settings(None, {}, {"device": "tpu"})

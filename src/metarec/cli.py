@@ -72,6 +72,7 @@ def pretrain(
     max_epochs: Annotated[int | None, typer.Option()] = None,
     time_budget: Annotated[float | None, typer.Option(help="Stop training after N s.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
     text_model: Annotated[
         str | None, typer.Option(help="Local path of a sentence-transformers/HF model.")
     ] = None,
@@ -85,7 +86,12 @@ def pretrain(
     from metarec.training.workflow import pretrain_seqrec
 
     flags = {"item_repr": item_repr, "loss": loss, "text_model": text_model}
-    train_flags = {"max_epochs": max_epochs, "time_budget_s": time_budget, "seed": seed}
+    train_flags = {
+        "max_epochs": max_epochs,
+        "time_budget_s": time_budget,
+        "seed": seed,
+        "device": device,
+    }
     spec, train = pretrain_settings(config, flags, train_flags)
     dataset = load_dataset(data)
     nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
