@@ -131,3 +131,16 @@ def test_bpr_learns_a_preference():
     s = model.score(SeqBatch(torch.tensor([0, 1, -1]), torch.zeros(3, 1).long()))
     assert s[0, 1] > s[0, 2] and s[1, 2] > s[1, 1]
     assert torch.all(s[2] == 0)  # unknown user: no preference
+
+
+def test_id_dropout_acts_only_in_training_and_mlp_adaptor_shapes():
+    model = _model("hybrid", id_dropout=0.5, text_hidden=32)
+    assert isinstance(model.items.text_proj, torch.nn.Sequential)
+    model.eval()
+    assert torch.equal(model.items.all_items(), model.items.all_items())
+    model.train()
+    torch.manual_seed(1)
+    a = model.items.all_items()
+    text_only = model.items.text_proj(model.items.text_embeddings)
+    dropped = torch.isclose(a, text_only, atol=1e-6).all(dim=1)
+    assert 0.2 < dropped.float().mean() < 0.8  # about half the items lost their id part

@@ -126,3 +126,20 @@ def test_resume_without_state_is_an_error(setup, tmp_path):
         pretrain_seqrec(
             ds, data, SPEC, _config(max_epochs=1), out=tmp_path / "x", resume=True, text=NO_TEXT
         )
+
+
+def test_sampled_bce_objective_also_learns(setup):
+    ds, data = setup
+    spec = ModelSpec(
+        item_repr="id",
+        dim=16,
+        n_layers=1,
+        n_heads=1,
+        max_len=10,
+        dropout=0.1,
+        loss="bce",
+        n_negatives=4,
+    )
+    res = pretrain_seqrec(ds, data, spec, _config(), text=NO_TEXT)
+    pop = evaluate_next_item(fit_popularity(data), data.test, ds.n_items)
+    assert res.test["NDCG@10"] > pop["NDCG@10"] + 0.2
