@@ -98,26 +98,88 @@ def test_early_stopping_stops(setup):
     assert "no improvement" in res.state.stopped
 
 
+def _weights(folder):
+    return folder / json.loads((folder / "config.json").read_text())["weights_file"]
+
+
 def test_corrupt_or_missing_checkpoint_is_reported(setup, tmp_path):
     ds, data = setup
     pretrain_seqrec(ds, data, SPEC, _config(max_epochs=1), out=tmp_path / "ck", text=NO_TEXT)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
-    weights = tmp_path / "ck" / "model.safetensors"
+    weights = _weights(tmp_path / "ck")
     original = weights.read_bytes()
     weights.write_bytes(original[:-100])
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(tmp_path / "ck")
     weights.write_bytes(original)
     cfg_path = tmp_path / "ck" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["model_config"]["dim"] = 32
-    cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="shape"):
-        load_checkpoint(tmp_path / "ck")
-    cfg_path.write_text("{not json")
+    good = cfg_path.read_text()
+    cfg = json.loads(good)
+    for key, value, message in [
+        ("model_config", {**cfg["model_config"], "dim": 32}, "shape"),
+        ("model_config", {**cfg["model_config"], "n_heads": 0}, "invalid model_config"),
+        ("items", 5, "items must be a list"),
+        ("weights_file", "../../etc/passwd", "invalid weights_file"),
+    ]:
+        cfg_path.write_text(json.dumps({**cfg, key: value}))
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / "ck")
+    for text, message in [("{not json", "not valid JSON"), ("5", "JSON object")]:
+        cfg_path.write_text(text)
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / "ck")
+    cfg_path.write_bytes(b"\xff\xfe garbage")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_failed_save_keeps_the_previous_checkpoint(setup, tmp_path, monkeypatch):
+    from metarec.training import checkpoint as ck
+
+    ds, data = setup
+    first = pretrain_seqrec(
+        ds, data, SPEC, _config(max_epochs=1), out=tmp_path / "ck", text=NO_TEXT
+    )
+
+    def broken(path, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "_atomic_json", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint(
+            tmp_path / "ck",
+            ck.Checkpoint(first.model, "seqrec", ds.users, ds.items.ids, {}),
+            weights={k: v + 1 for k, v in first.model.state_dict().items()},
+        )
+    monkeypatch.undo()
+    again = load_checkpoint(tmp_path / "ck")
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], value), name
+
+
+def test_existing_checkpoint_is_not_overwritten_silently(setup, tmp_path):
+    ds, data = setup
+    pretrain_seqrec(ds, data, SPEC, _config(max_epochs=1), out=tmp_path / "ck", text=NO_TEXT)
+    with pytest.raises(CheckpointError, match="--overwrite"):
+        pretrain_seqrec(ds, data, SPEC, _config(max_epochs=1), out=tmp_path / "ck", text=NO_TEXT)
+    with pytest.raises(CheckpointError, match="lr"):
+        pretrain_seqrec(
+            ds,
+            data,
+            SPEC,
+            _config(max_epochs=2, lr=0.5),
+            out=tmp_path / "ck",
+            resume=True,
+            text=NO_TEXT,
+        )
+    latest = tmp_path / "ck" / "resume" / "latest.json"
+    folder = tmp_path / "ck" / "resume" / json.loads(latest.read_text())["folder"]
+    (folder / "state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="unreadable or does not fit"):
+        pretrain_seqrec(
+            ds, data, SPEC, _config(max_epochs=2), out=tmp_path / "ck", resume=True, text=NO_TEXT
+        )
 
 
 def test_resume_without_state_is_an_error(setup, tmp_path):

@@ -38,6 +38,17 @@ def _say(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def _writable_folder(path: Path) -> None:
+    """Fail before any work when an output folder cannot be one."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output path {path} exists and is not a folder")
+    parent = path if path.exists() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"output folder {path} is not writable")
+
+
 @data_app.command("inspect")
 def data_inspect(
     dataset: Annotated[str, typer.Argument(help="Dataset name or path to a folder or file.")],
@@ -77,6 +88,7 @@ def pretrain(
         str | None, typer.Option(help="Local path of a sentence-transformers/HF model.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a checkpoint already in --out.")] = False,
 ) -> None:
     """Pretrain the sequential model (next-item prediction) and write a checkpoint."""
     from metarec.config import pretrain_settings
@@ -93,9 +105,10 @@ def pretrain(
         "device": device,
     }
     spec, train = pretrain_settings(config, flags, train_flags)
+    _writable_folder(out)
     dataset = load_dataset(data)
     nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
-    res = pretrain_seqrec(dataset, nid, spec, train, out=out, resume=resume)
+    res = pretrain_seqrec(dataset, nid, spec, train, out=out, resume=resume, overwrite=overwrite)
     typer.echo(
         f"best epoch {res.state.best_epoch} of {res.state.epoch} ({res.state.stopped}); "
         f"valid NDCG@10 {res.valid['NDCG@10']:.4f}, test NDCG@10 {res.test['NDCG@10']:.4f} "
@@ -112,6 +125,8 @@ def evaluate(
     """Evaluate a checkpoint on the leave-one-out test users of a dataset (full ranking)."""
     from metarec.evaluation.checkpoint_eval import evaluate_checkpoint
 
+    if out is not None:
+        _writable_folder(out)
     result = evaluate_checkpoint(model, data, out)
     typer.echo(result["table"])
     if out is not None:
@@ -123,6 +138,7 @@ def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: b
     from metarec.config import demo_config, quick_config
     from metarec.evaluation.report import format_table
 
+    _writable_folder(out)
     cfg = WarmMLConfig(data=data, out=out, seeds=tuple(seeds))
     if demo:
         cfg = demo_config(cfg)
@@ -167,6 +183,9 @@ def main() -> None:
     except MetarecError as e:
         kind = "config error" if isinstance(e, ConfigError) else "error"
         typer.secho(f"{kind}: {e}", err=True, fg="red")
+        sys.exit(1)
+    except OSError as e:  # a file system refusal is actionable: say which path and why
+        typer.secho(f"error: {e}", err=True, fg="red")
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -17,16 +17,36 @@ from metarec.training.workflow import ModelSpec
 SEQREC_TRAIN = TrainConfig(batch_size=32, lr=2e-3)
 
 
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _checked(name: str, value, annotation: str, where: str):
+    """``value`` if it fits the field's annotation ("int", "float | None"), else ConfigError."""
+    options = [a.strip() for a in annotation.split("|")]
+    if value is None and "None" in options:
+        return None
+    for option in options:
+        kinds = _KINDS.get(option)
+        if kinds is None:
+            continue
+        if isinstance(value, kinds) and (option == "bool" or not isinstance(value, bool)):
+            return float(value) if option == "float" else value
+    raise ConfigError(f"{where}: {name} must be {annotation}, got {value!r}")
+
+
 def _build(cls, values: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {values!r}")
+    types = {f.name: f.type for f in fields(cls)}
+    unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
+            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(types))}"
         )
+    values = {k: _checked(k, v, str(types[k]), where) for k, v in values.items()}
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ConfigError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
 
@@ -47,6 +67,9 @@ def pretrain_settings(
     unknown = sorted(set(doc) - {"model", "train"})
     if unknown:
         raise ConfigError(f"{path}: unknown table {unknown[0]!r}; expected [model] and [train]")
+    for table in ("model", "train"):
+        if not isinstance(doc.get(table, {}), dict):
+            raise ConfigError(f"{path}: [{table}] must be a table of settings")
     model = {**doc.get("model", {}), **{k: v for k, v in model_flags.items() if v is not None}}
     train = {**SEQREC_TRAIN.to_dict(), **doc.get("train", {})}
     train.update({k: v for k, v in train_flags.items() if v is not None})
@@ -71,6 +94,8 @@ def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
     """Smoke-test budgets: two epochs each. Never the configuration that is reported."""
     return replace(
         cfg,
+        quick=True,
+        title=cfg.title + " (quick smoke test: not a reported result)",
         seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
         bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
     )

@@ -25,9 +25,14 @@ from metarec.evaluation.report import (
     write_metrics_json,
     write_report_md,
 )
-from metarec.training.loop import TrainConfig
+from metarec.training.loop import TrainConfig, TrainState
 from metarec.training.pretrain import NextItemData, fit_popularity, prepare_next_item, train_bpr
-from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.training.workflow import (
+    ModelSpec,
+    TextFeatures,
+    item_text_features,
+    pretrain_seqrec,
+)
 
 PROTOCOL = "warm-ml"
 METHODS = ("popularity", "bpr", "sasrec-id", "metarec")
@@ -47,6 +52,7 @@ class WarmMLConfig:
     )
     spec: ModelSpec = field(default_factory=ModelSpec)
     progress: bool = True
+    quick: bool = False  # smoke-test budgets: marked in metrics.json, never a reported result
     title: str = "warm-ml: next-item recommendation for warm users"
 
     def __post_init__(self) -> None:
@@ -64,53 +70,63 @@ class MethodRun:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def _run_popularity(cfg, dataset, data, seed, out) -> MethodRun:
+@dataclass(frozen=True, eq=False)
+class RunContext:
+    """What every method of one run shares: config, data and (when needed) item text."""
+
+    cfg: WarmMLConfig
+    dataset: Dataset
+    data: NextItemData
+    text: TextFeatures | None
+    out: Path
+
+
+def _run_popularity(ctx: RunContext, seed: int) -> MethodRun:
     start = time.perf_counter()
-    model = fit_popularity(data)
+    model = fit_popularity(ctx.data)
     seconds = time.perf_counter() - start
-    return MethodRun(evaluate_next_item(model, data.test, data.n_items), {"train_seconds": seconds})
+    test = evaluate_next_item(model, ctx.data.test, ctx.data.n_items)
+    return MethodRun(test, {"train_seconds": seconds})
 
 
-def _run_bpr(cfg, dataset, data, seed, out) -> MethodRun:
-    model, state = train_bpr(data, replace(cfg.bpr, seed=seed, progress=cfg.progress))
-    cost = {
+def _cost(state: TrainState) -> dict[str, float]:
+    return {
         "train_seconds": state.train_seconds,
         "seconds_to_best": state.seconds_to_best,
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
     }
-    return MethodRun(evaluate_next_item(model, data.test, data.n_items), cost, state.curve)
 
 
-def _seqrec_runner(item_repr: str) -> Callable:
-    def run(cfg, dataset, data, seed, out) -> MethodRun:
+def _run_bpr(ctx: RunContext, seed: int) -> MethodRun:
+    cfg = ctx.cfg
+    model, state = train_bpr(ctx.data, replace(cfg.bpr, seed=seed, progress=cfg.progress))
+    test = evaluate_next_item(model, ctx.data.test, ctx.data.n_items)
+    return MethodRun(test, _cost(state), state.curve)
+
+
+def _seqrec_runner(item_repr: str) -> Callable[[RunContext, int], MethodRun]:
+    def run(ctx: RunContext, seed: int) -> MethodRun:
+        cfg = ctx.cfg
         spec = replace(cfg.spec, item_repr=item_repr)
         train = replace(cfg.seqrec, seed=seed, progress=cfg.progress)
-        ckpt_dir = out / "checkpoint" if item_repr != "id" and seed == cfg.seeds[0] else None
-        res = pretrain_seqrec(dataset, data, spec, train, out=ckpt_dir, text=_text(cfg, dataset))
-        cost = {
-            "train_seconds": res.state.train_seconds,
-            "seconds_to_best": res.state.seconds_to_best,
-            "epochs": res.state.epoch,
-            "best_epoch": res.state.best_epoch,
-        }
-        return MethodRun(res.test, cost, res.state.curve)
+        keep = item_repr != "id" and seed == cfg.seeds[0]
+        text = ctx.text if item_repr != "id" else TextFeatures(None, {"text_model": None})
+        res = pretrain_seqrec(
+            ctx.dataset,
+            ctx.data,
+            spec,
+            train,
+            out=ctx.out / "checkpoint" if keep else None,
+            text=text,
+            overwrite=True,
+        )
+        return MethodRun(res.test, _cost(res.state), res.state.curve)
 
     return run
 
 
-_TEXT_CACHE: dict[int, object] = {}
-
-
-def _text(cfg: WarmMLConfig, dataset: Dataset):
-    key = id(dataset)
-    if key not in _TEXT_CACHE:
-        _TEXT_CACHE.clear()
-        _TEXT_CACHE[key] = item_text_features(dataset, cfg.spec, cfg.progress)
-    return _TEXT_CACHE[key]
-
-
-RUNNERS: dict[str, Callable] = {
+RUNNERS: dict[str, Callable[[RunContext, int], MethodRun]] = {
     "popularity": _run_popularity,
     "bpr": _run_bpr,
     "sasrec-id": _seqrec_runner("id"),
@@ -140,15 +156,17 @@ def run_warm_ml(cfg: WarmMLConfig, log: Callable[[str], None] = print) -> dict:
     data: NextItemData = prepare_next_item(
         leave_one_out(dataset), dataset.n_users, dataset.n_items, MAX_LEN
     )
+    text = None
     if "metarec" in cfg.methods:
-        text = _text(cfg, dataset)
+        text = item_text_features(dataset, cfg.spec, cfg.progress)
         log(f"item text: {text.info.get('text_encode', '')}")
+    ctx = RunContext(cfg, dataset, data, text, out)
     per_method: dict[str, list[MethodRun]] = {m: [] for m in cfg.methods}
     for seed in cfg.seeds:
         for method in cfg.methods:
             log(f"[seed {seed}] {method} ...")
             reset_peak_rss()
-            run = RUNNERS[method](cfg, dataset, data, seed, out)
+            run = RUNNERS[method](ctx, seed)
             run.cost["peak_rss_mb"] = peak_rss_mb()
             per_method[method].append(run)
             log(
@@ -169,8 +187,11 @@ def _write(cfg, dataset, results, curves, out: Path) -> dict:
                 plot_learning_curves(curves, out / "learning_curves.png"),
             )
         )
-    extra = {"curves": {m: [list(p) for p in c] for m, c in curves.items()}}
-    metrics_json = write_metrics_json(out, PROTOCOL, dataset.name, results, list(cfg.seeds), extra)
+    extra = {"quick": cfg.quick, "curves": {m: [list(p) for p in c] for m, c in curves.items()}}
+    device = str(cfg.seqrec.resolved_device())
+    metrics_json = write_metrics_json(
+        out, PROTOCOL, dataset.name, results, list(cfg.seeds), extra, device=device
+    )
     intro = (
         f"Dataset {dataset.name} ({dataset.n_users:,} users, {dataset.n_items:,} items). "
         "Leave-one-out split, history window 50, full-catalogue ranking with the whole history "

@@ -35,6 +35,8 @@ class SeqRecConfig:
     n_negatives: int = 1  # negatives per position for the "bce" loss
 
     def __post_init__(self) -> None:
+        if self.n_heads < 1 or self.dim < 1:
+            raise ValueError(f"dim and n_heads must be positive, got {self.dim}, {self.n_heads}")
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.loss not in LOSSES:

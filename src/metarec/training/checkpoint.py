@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from metarec.models import MODEL_TYPES
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+WEIGHTS_NAME = re.compile(r"model-[0-9a-f]{16}\.safetensors")
 
 
 @dataclass
@@ -64,24 +66,52 @@ def _model_type(model: nn.Module) -> str:
     raise CheckpointError(f"cannot save a {type(model).__name__}: not a metarec model type")
 
 
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def _atomic_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    _fsync_replace(Path(tmp), path)
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    _fsync_replace(tmp, path)
+
+
+def read_json(path: Path, what: str = "file") -> dict:
+    """A JSON object from ``path``, or CheckpointError naming the file and the problem."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{what} {path} is missing") from e
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{what} {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} {path} must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint, weights: dict | None = None) -> Path:
-    """Write ``ckpt`` (or ``weights`` in place of the model's current ones) to folder ``path``."""
+    """Write ``ckpt`` (or ``weights`` in place of the model's current ones) to folder ``path``.
+
+    The weights go to a new content-addressed file first and ``config.json`` is replaced
+    atomically after it, so a failure at any point leaves the previous checkpoint loadable.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    _save_tensors(weights if weights is not None else ckpt.model.state_dict(), path / WEIGHTS)
+    staging = path / (WEIGHTS + ".new")
+    _save_tensors(weights if weights is not None else ckpt.model.state_dict(), staging)
+    digest = _sha256(staging)
+    weights_file = f"model-{digest[:16]}.safetensors"
+    os.replace(staging, path / weights_file)
     config = {
         "format_version": FORMAT_VERSION,
         "model_type": _model_type(ckpt.model),
@@ -89,30 +119,47 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, weights: dict | None = N
         "users": list(ckpt.users),
         "items": list(ckpt.items),
         "versions": versions(),
-        "weights_sha256": _sha256(path / WEIGHTS),
+        "weights_file": weights_file,
+        "weights_sha256": digest,
         **ckpt.meta,
     }
     _atomic_json(path / CONFIG, config)
+    for old in path.glob("model-*.safetensors"):
+        if old.name != weights_file:
+            old.unlink(missing_ok=True)
     return path
+
+
+def _weights_path(path: Path, config: dict) -> Path:
+    name = config.get("weights_file")
+    if not isinstance(name, str) or not WEIGHTS_NAME.fullmatch(name):
+        raise CheckpointError(f"checkpoint {path / CONFIG} has an invalid weights_file: {name!r}")
+    if not (path / name).is_file():
+        raise CheckpointError(f"checkpoint {path} has no {name} (named in {CONFIG})")
+    return path / name
 
 
 def _read_config(path: Path) -> dict:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {path}")
-    for name in (CONFIG, WEIGHTS):
-        if not (path / name).is_file():
-            raise CheckpointError(f"checkpoint {path} has no {name}")
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path / CONFIG} is not valid JSON: {e}") from e
-    missing = [
-        k
-        for k in ("format_version", "model_type", "model_config", "users", "items")
-        if k not in config
-    ]
+    config = read_json(path / CONFIG, "checkpoint config")
+    expected = {
+        "format_version": int,
+        "model_type": str,
+        "model_config": dict,
+        "users": list,
+        "items": list,
+        "weights_sha256": str,
+    }
+    missing = [k for k in expected if k not in config]
     if missing:
         raise CheckpointError(f"checkpoint {path / CONFIG} lacks keys: {', '.join(missing)}")
+    for key, kind in expected.items():
+        if not isinstance(config[key], kind):
+            raise CheckpointError(
+                f"checkpoint {path / CONFIG}: {key} must be a {kind.__name__}, "
+                f"got {type(config[key]).__name__}"
+            )
     if config["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {config['format_version']}, "
@@ -126,10 +173,9 @@ def _read_config(path: Path) -> dict:
 def _build_model(config: dict, path: Path) -> nn.Module:
     cls, config_cls = MODEL_TYPES[config["model_type"]]
     try:
-        model_config = config_cls(**config["model_config"])
-    except (TypeError, ValueError) as e:
+        return cls(config_cls(**config["model_config"]))
+    except Exception as e:  # any failure to build from stored values is a bad checkpoint
         raise CheckpointError(f"checkpoint {path / CONFIG} has an invalid model_config: {e}") from e
-    return cls(model_config)
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
@@ -158,12 +204,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load and validate a checkpoint folder written by ``save_checkpoint``."""
     path = Path(path)
     config = _read_config(path)
-    if config.get("weights_sha256") and _sha256(path / WEIGHTS) != config["weights_sha256"]:
+    weights = _weights_path(path, config)
+    if _sha256(weights) != config["weights_sha256"]:
         raise CheckpointError(
-            f"{path / WEIGHTS} does not match the sha256 in {CONFIG}: corrupt or replaced"
+            f"{weights} does not match the sha256 in {CONFIG}: corrupt or replaced"
         )
     model = _build_model(config, path)
-    load_weights(path / WEIGHTS, model)
+    load_weights(weights, model)
     n_items = getattr(model.config, "n_items", len(config["items"]))
     if n_items != len(config["items"]):
         raise CheckpointError(
@@ -172,47 +219,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = {k: v for k, v in config.items() if k not in ("users", "items", "model_config")}
     model.eval()
     return Checkpoint(model, config["model_type"], config["users"], config["items"], meta, path)
-
-
-def save_resume_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict
-) -> None:
-    """Last weights + optimizer tensors (safetensors) + scalars (JSON) under ``path/resume``."""
-    folder = Path(path) / "resume"
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_tensors(model.state_dict(), folder / WEIGHTS)
-    opt = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, pstate in opt["state"].items():
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    _save_tensors(tensors, folder / "optimizer.safetensors")
-    _atomic_json(
-        folder / "state.json",
-        {"train_state": state, "param_groups": opt["param_groups"], "scalars": scalars},
-    )
-
-
-def load_resume_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore what ``save_resume_state`` wrote; returns the training state dict."""
-    folder = Path(path) / "resume"
-    if not (folder / "state.json").is_file():
-        raise CheckpointError(f"checkpoint {path} has no resume state (resume/state.json)")
-    load_weights(folder / WEIGHTS, model)
-    try:
-        meta = json.loads((folder / "state.json").read_text())
-        tensors = load_file(str(folder / "optimizer.safetensors"))
-    except (json.JSONDecodeError, SafetensorError, OSError) as e:
-        raise CheckpointError(f"resume state in {folder} is unreadable: {e}") from e
-    state: dict = {}
-    for key, value in [*tensors.items(), *meta["scalars"].items()]:
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"optimizer state in {folder} does not fit the model: {e}") from e
-    return meta["train_state"]

@@ -6,7 +6,6 @@ encoder, the model and the training loop, and owns none of their logic.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,12 +20,12 @@ from metarec.training.checkpoint import (
     CONFIG,
     Checkpoint,
     load_checkpoint,
-    load_resume_state,
+    read_json,
     save_checkpoint,
-    save_resume_state,
 )
 from metarec.training.loop import TrainConfig, TrainState, make_optimizer
 from metarec.training.pretrain import NextItemData, train_seqrec
+from metarec.training.resume import has_resume_state, load_resume_state, save_resume_state
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,9 @@ class ModelSpec:
     text_hidden: int = 0
     id_dropout: float = 0.0
     text_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+
+    def __post_init__(self) -> None:
+        self.seqrec_config(n_items=1, text_dim=1)  # validate now, before data and text work
 
     def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
         d = {k: v for k, v in asdict(self).items() if k != "text_model"}
@@ -91,6 +93,7 @@ class PretrainResult:
 def _checkpoint(model, dataset, spec, config, state, text, metrics) -> Checkpoint:
     meta = {
         "dataset": dataset.name,
+        "dataset_source": str(dataset.source),
         "model_spec": asdict(spec),
         "train_config": config.to_dict(),
         "train_state": state.to_dict(),
@@ -100,11 +103,12 @@ def _checkpoint(model, dataset, spec, config, state, text, metrics) -> Checkpoin
     return Checkpoint(model, "seqrec", dataset.users, dataset.items.ids, meta)
 
 
-def _resume(out: Path, model: SeqRec, optimizer, dataset: Dataset) -> tuple[TrainState, dict]:
-    try:
-        saved = json.loads((out / CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot resume from {out}: {e}") from e
+# Settings that may change between a run and its resumption; any other change is refused.
+RESUMABLE_CHANGES = {"max_epochs", "time_budget_s", "progress", "device"}
+
+
+def _resume(out: Path, model: SeqRec, optimizer, dataset: Dataset, config: TrainConfig):
+    saved = read_json(out / CONFIG, "checkpoint config")
     if (
         saved.get("model_config") != model.config.to_dict()
         or saved.get("items") != dataset.items.ids
@@ -112,9 +116,37 @@ def _resume(out: Path, model: SeqRec, optimizer, dataset: Dataset) -> tuple[Trai
         raise CheckpointError(
             f"cannot resume from {out}: it was trained with another model config or catalogue"
         )
+    before = saved.get("train_config") if isinstance(saved.get("train_config"), dict) else {}
+    changed = sorted(
+        k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and before.get(k) != v
+    )
+    if changed:
+        raise CheckpointError(
+            f"cannot resume from {out} with other training settings ({', '.join(changed)}); "
+            "only max_epochs, time_budget_s and device may change"
+        )
     best = load_checkpoint(out).model.state_dict()
-    state = TrainState.from_dict(load_resume_state(out, model, optimizer))
-    return state, best
+    raw = load_resume_state(out, model, optimizer)
+    try:
+        return TrainState.from_dict(raw), best
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"resume state in {out} is invalid: {e}") from e
+
+
+def _prepare_out(out: Path | None, resume: bool, overwrite: bool) -> None:
+    if out is None:
+        if resume:
+            raise CheckpointError("nothing to resume: no checkpoint folder given")
+        return
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out} exists and is not a folder")
+    if resume and not has_resume_state(out):
+        raise CheckpointError(f"nothing to resume: {out} holds no resume state")
+    if not resume and not overwrite and (out / CONFIG).exists():
+        raise CheckpointError(
+            f"{out} already holds a checkpoint; use --resume to continue it or --overwrite "
+            "to replace it"
+        )
 
 
 def pretrain_seqrec(
@@ -125,24 +157,26 @@ def pretrain_seqrec(
     out: Path | None = None,
     resume: bool = False,
     text: TextFeatures | None = None,
+    overwrite: bool = False,
 ) -> PretrainResult:
-    """Pretrain SeqRec on ``data``; with ``out``, checkpoint there (and resume from it)."""
-    text = text or item_text_features(dataset, spec, config.progress)
+    """Pretrain SeqRec on ``data``; with ``out``, checkpoint there (and resume from it).
+
+    The best checkpoint is written whenever validation improves and the resume state after it,
+    so an interrupted run can continue with ``resume=True``.
+    """
+    out = None if out is None else Path(out)
+    _prepare_out(out, resume, overwrite)
+    text = text if text is not None else item_text_features(dataset, spec, config.progress)
     torch.manual_seed(config.seed)
     model = build_seqrec(spec, dataset.n_items, text)
     optimizer = make_optimizer(model, config)
-    state, best = None, None
-    if resume:
-        if out is None or not (out / "resume").is_dir():
-            raise CheckpointError(f"nothing to resume: {out}/resume does not exist")
-        state, best = _resume(out, model, optimizer, dataset)
+    state, best = _resume(out, model, optimizer, dataset, config) if resume else (None, None)
 
     def on_epoch(st: TrainState, m, opt) -> None:
         if out is not None:
-            save_resume_state(out, m, opt, st.to_dict())
             if st.best_epoch == st.epoch:
-                ckpt = _checkpoint(m, dataset, spec, config, st, text, {})
-                save_checkpoint(out, ckpt)
+                save_checkpoint(out, _checkpoint(m, dataset, spec, config, st, text, {}))
+            save_resume_state(out, m, opt, st.to_dict())
 
     state, best = train_seqrec(
         model,
