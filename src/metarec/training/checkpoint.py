@@ -1,10 +1,12 @@
 """Checkpoints: weights as safetensors, everything else as JSON. Never pickle.
 
 A checkpoint folder holds
-- ``model.safetensors``: the (best) weights, buffers included (e.g. frozen text embeddings);
+- ``model-<sha256 prefix>.safetensors``: the (best) weights, buffers included (e.g. the frozen
+  text embeddings), under a content-addressed name so a new save never touches the file that
+  ``config.json`` still points to;
 - ``config.json``: model type and resolved config, training config and state, id maps, the text
   model and its embedding-cache key, package versions, and a sha256 of the weights file;
-- optionally ``resume/``: last weights, optimizer state and training state, to continue training.
+- optionally ``resume/``: last weights, optimizer state and training state (``training.resume``).
 Loading validates each of them and raises ``CheckpointError`` naming what is wrong.
 """
 
