@@ -106,6 +106,9 @@ def test_pretrain_then_evaluate(monkeypatch, capsys, tmp_path, tiny_csv):
     assert code == 0, err
     saved = json.loads((out / "config.json").read_text())
     assert saved["train_state"]["epoch"] == 3
+    pretrain_metrics = json.loads((out / "metrics.json").read_text())
+    assert pretrain_metrics["results"][0]["cost"]["epochs"] == 3
+    assert (out / "learning_curve.png").is_file() and "report" in stdout
     assert (out / saved["weights_file"]).is_file()
     code, stdout, err = run_cli(
         monkeypatch,

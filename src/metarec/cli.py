@@ -95,7 +95,7 @@ def pretrain(
     from metarec.data.loaders.registry import load_dataset
     from metarec.data.splits import leave_one_out
     from metarec.training.pretrain import prepare_next_item
-    from metarec.training.workflow import pretrain_seqrec
+    from metarec.training.workflow import pretrain_seqrec, write_pretrain_report
 
     flags = {"item_repr": item_repr, "loss": loss, "text_model": text_model}
     train_flags = {
@@ -109,10 +109,11 @@ def pretrain(
     dataset = load_dataset(data)
     nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
     res = pretrain_seqrec(dataset, nid, spec, train, out=out, resume=resume, overwrite=overwrite)
+    report = write_pretrain_report(res, dataset, spec, train.seed, out)
     typer.echo(
         f"best epoch {res.state.best_epoch} of {res.state.epoch} ({res.state.stopped}); "
         f"valid NDCG@10 {res.valid['NDCG@10']:.4f}, test NDCG@10 {res.test['NDCG@10']:.4f} "
-        f"HR@10 {res.test['HR@10']:.4f}\ncheckpoint: {res.checkpoint}"
+        f"HR@10 {res.test['HR@10']:.4f}\ncheckpoint: {res.checkpoint}\nreport:     {report}"
     )
 
 
@@ -120,17 +121,17 @@ def pretrain(
 def evaluate(
     model: Annotated[Path, typer.Option(help="Checkpoint folder.")],
     data: DataOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json/report.md.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json/report.md.")] = Path(
+        "metarec-runs/evaluate"
+    ),
 ) -> None:
     """Evaluate a checkpoint on the leave-one-out test users of a dataset (full ranking)."""
     from metarec.evaluation.checkpoint_eval import evaluate_checkpoint
 
-    if out is not None:
-        _writable_folder(out)
+    _writable_folder(out)
     result = evaluate_checkpoint(model, data, out)
     typer.echo(result["table"])
-    if out is not None:
-        typer.echo(f"report: {result['report']}")
+    typer.echo(f"report: {result['report']}")
 
 
 def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool) -> None:

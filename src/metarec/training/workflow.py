@@ -196,3 +196,35 @@ def pretrain_seqrec(
         metrics = {"valid": valid, "test": test}
         path = save_checkpoint(out, _checkpoint(model, dataset, spec, config, state, text, metrics))
     return PretrainResult(model, state, valid, test, path)
+
+
+def write_pretrain_report(
+    res: PretrainResult, dataset: Dataset, spec: ModelSpec, seed: int, out: Path
+) -> Path:
+    """metrics.json + report.md (with the learning curve) beside a pretrained checkpoint."""
+    from metarec.evaluation.report import (
+        ResultRow,
+        plot_learning_curves,
+        write_metrics_json,
+        write_report_md,
+    )
+
+    name = "metarec" if spec.item_repr != "id" else "sasrec-id"
+    row = ResultRow(
+        method=name,
+        setting={"split": "leave-one-out", "item_repr": spec.item_repr, "loss": spec.loss},
+        metrics={k: res.test[k] for k in ("HR@10", "NDCG@10", "MRR@10")},
+        cost={
+            "train_seconds": res.state.train_seconds,
+            "seconds_to_best": res.state.seconds_to_best,
+            "epochs": res.state.epoch,
+            "best_epoch": res.state.best_epoch,
+        },
+    )
+    curve = plot_learning_curves({name: res.state.curve}, out / "learning_curve.png")
+    write_metrics_json(out, "pretrain", dataset.name, [row], [seed])
+    intro = (
+        f"Pretraining on {dataset.name}: leave-one-out split, full-catalogue ranking of each "
+        f"user's last item. Stopped: {res.state.stopped}."
+    )
+    return write_report_md(out, "metarec pretrain", intro, [row], [("Validation NDCG@10", curve)])
