@@ -84,7 +84,7 @@ def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:
     return replace(
         cfg,
         methods=("popularity", "bpr", "metarec"),
-        seqrec=replace(cfg.seqrec, time_budget_s=120.0),
+        seqrec=replace(cfg.seqrec, time_budget_s=100.0),
         bpr=replace(cfg.bpr, time_budget_s=20.0),
         title="metarec demo: warm-ml on the bundled ml-latest-small",
     )

@@ -40,8 +40,8 @@ class ModelSpec:
     dropout: float = 0.2
     loss: str = "ce"
     n_negatives: int = 1
-    text_hidden: int = 0
-    id_dropout: float = 0.0
+    text_hidden: int = 256  # MLP text adaptor (0: linear)
+    id_dropout: float = 0.2  # hybrid: items seen through their text alone, per step
     text_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
 
     def __post_init__(self) -> None:
