@@ -50,3 +50,19 @@ def test_ranks_count_unexcluded_items_above():
     m = evaluate_next_item(FixedScores(8), es, n_items=8)
     assert abs(m["NDCG@10"] - 1 / np.log2(6)) < 1e-6
     assert abs(m["MRR@10"] - 1 / 5) < 1e-6
+
+
+def test_test_history_includes_the_validation_item():
+    from metarec.data.schema import Dataset, ItemCatalog
+    from metarec.data.splits import leave_one_out
+    from metarec.training.pretrain import prepare_next_item
+
+    inter = _inter([(0, 4, 1), (0, 2, 2), (0, 7, 3), (0, 1, 4), (1, 3, 1), (1, 5, 2), (1, 6, 3)])
+    items = ItemCatalog([str(i) for i in range(8)], [""] * 8)
+    ds = Dataset("t", inter.sort_by_user_time(), ["a", "b"], items)
+    data = prepare_next_item(leave_one_out(ds), 2, 8, max_len=3)
+    assert data.valid.targets.tolist() == [7, 5]
+    assert data.valid.histories.tolist() == [[-1, 4, 2], [-1, -1, 3]]
+    assert data.test.targets.tolist() == [1, 6]
+    assert data.test.histories.tolist() == [[4, 2, 7], [-1, 3, 5]]
+    assert data.test.seen_items.tolist() == [4, 2, 7, 3, 5]

@@ -49,6 +49,14 @@ class Interactions:
             **{name: (None if col is None else col[index]) for name, col in self._columns().items()}
         )
 
+    def concat(self, other: Interactions) -> Interactions:
+        """Rows of ``self`` then ``other``; a column missing on either side is dropped."""
+        cols = {}
+        for name, col in self._columns().items():
+            theirs = getattr(other, name)
+            cols[name] = None if col is None or theirs is None else np.concatenate([col, theirs])
+        return Interactions(**cols)
+
     def sort_by_user_time(self) -> Interactions:
         """Order by (user, timestamp, item): ties in time broken by item index."""
         keys = [self.item]

@@ -36,14 +36,6 @@ class NextItemData:
     test: EvalSet
 
 
-def _concat(a: Interactions, b: Interactions) -> Interactions:
-    cols = {}
-    for name, col in a._columns().items():
-        other = getattr(b, name)
-        cols[name] = None if col is None or other is None else np.concatenate([col, other])
-    return Interactions(**cols)
-
-
 def prepare_next_item(split: Split, n_users: int, n_items: int, max_len: int = 50) -> NextItemData:
     indptr, items = user_sequences(split.train, n_users)
     users, inputs, targets = training_windows(indptr, items, max_len)
@@ -56,7 +48,7 @@ def prepare_next_item(split: Split, n_users: int, n_items: int, max_len: int = 5
         window_inputs=inputs,
         window_targets=targets,
         valid=build_eval_set(split.train, split.valid, n_users, max_len),
-        test=build_eval_set(_concat(split.train, split.valid), split.test, n_users, max_len),
+        test=build_eval_set(split.train.concat(split.valid), split.test, n_users, max_len),
     )
 
 
