@@ -9,8 +9,12 @@ import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 
+from metarec.adapt.policies import PolicyConfig
 from metarec.bench.warm_ml import WarmMLConfig
 from metarec.errors import ConfigError
+from metarec.meta.learners import ALGORITHMS, CONFIG_CLASSES, LearnerSpec
+from metarec.meta.train import MetaTrainConfig
+from metarec.meta.workflow import FoldTasks
 from metarec.training.loop import TrainConfig
 from metarec.training.workflow import ModelSpec
 
@@ -26,12 +30,26 @@ def _checked(name: str, value, annotation: str, where: str):
     if value is None and "None" in options:
         return None
     for option in options:
+        if option.startswith("tuple[") and isinstance(value, list | tuple):
+            return _checked_tuple(name, value, option, where)
         kinds = _KINDS.get(option)
         if kinds is None:
             continue
         if isinstance(value, kinds) and (option == "bool" or not isinstance(value, bool)):
             return float(value) if option == "float" else value
     raise ConfigError(f"{where}: {name} must be {annotation}, got {value!r}")
+
+
+def _checked_tuple(name: str, value: list | tuple, annotation: str, where: str) -> tuple:
+    """A TOML list as the tuple a field annotated ``tuple[str, ...]`` / ``tuple[float, float]``
+    takes, each element checked like a field of its own."""
+    kinds = [k.strip() for k in annotation[len("tuple[") : -1].split(",")]
+    if kinds[-1] == "...":
+        kinds = kinds[:1] * len(value)
+    elif len(kinds) != len(value):
+        raise ConfigError(f"{where}: {name} must be a list of {len(kinds)} values, got {value!r}")
+    pairs = enumerate(zip(value, kinds, strict=True))
+    return tuple(_checked(f"{name}[{i}]", v, k, where) for i, (v, k) in pairs)
 
 
 def _build(cls, values: dict, where: str):
@@ -77,6 +95,70 @@ def pretrain_settings(
     return _build(ModelSpec, model, f"{where} [model]"), _build(
         TrainConfig, train, f"{where} [train]"
     )
+
+
+def _read_tables(path: Path | None, allowed: tuple[str, ...]) -> dict[str, dict]:
+    """The TOML file's tables (only ``allowed`` ones, each a table); {} without a file."""
+    doc = read_toml(path) if path is not None else {}
+    unknown = sorted(set(doc) - set(allowed))
+    if unknown:
+        expected = ", ".join(f"[{t}]" for t in allowed)
+        raise ConfigError(f"{path}: unknown table {unknown[0]!r}; expected {expected}")
+    for table in allowed:
+        if not isinstance(doc.get(table, {}), dict):
+            raise ConfigError(f"{path}: [{table}] must be a table of settings")
+    return {table: dict(doc.get(table, {})) for table in allowed}
+
+
+def _given(flags: dict) -> dict:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def meta_train_settings(
+    path: Path | None, meta_flags: dict, policy_flags: dict, train_flags: dict
+) -> tuple[LearnerSpec, FoldTasks, MetaTrainConfig]:
+    """Merge defaults < TOML file < flags for ``metarec meta-train``.
+
+    [meta]: ``algorithm``, the task keys (``FoldTasks``: k, n_query, fold, ...) and the keys of
+    the algorithm's config (e.g. inner_lr, inner_steps for maml); [model]: the fast-parameter
+    ``policy`` and its options (rank, alpha, targets, seed); [train]: ``MetaTrainConfig``.
+    """
+    doc = _read_tables(path, ("model", "meta", "train"))
+    where = str(path) if path is not None else "options"
+    meta = {**doc["meta"], **_given(meta_flags)}
+    algorithm = meta.pop("algorithm", "maml")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"{where} [meta]: algorithm must be one of {', '.join(ALGORITHMS)}")
+    task_keys = {f.name for f in fields(FoldTasks)}
+    config_cls = CONFIG_CLASSES[algorithm]
+    known = task_keys | {f.name for f in fields(config_cls)} | {"algorithm"}
+    if unknown := sorted(set(meta) - known):
+        raise ConfigError(
+            f"{where} [meta]: unknown key {unknown[0]!r} for algorithm {algorithm}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+    tasks = _build(FoldTasks, {k: v for k, v in meta.items() if k in task_keys}, f"{where} [meta]")
+    values = {k: v for k, v in meta.items() if k not in task_keys}
+    if algorithm == "fomaml":
+        values.setdefault("first_order", True)
+    config = _build(config_cls, values, f"{where} [meta]")
+    policy = _policy_config({**doc["model"], **_given(policy_flags)}, algorithm, where)
+    try:
+        spec = LearnerSpec(algorithm, policy, config)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    train = _build(MetaTrainConfig, {**doc["train"], **_given(train_flags)}, f"{where} [train]")
+    return spec, tasks, train
+
+
+def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
+    known = {"policy"} | {f.name for f in fields(PolicyConfig)} - {"name"}
+    if unknown := sorted(set(values) - known):
+        raise ConfigError(
+            f"{where} [model]: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
+        )
+    name = values.pop("policy", "head" if algorithm == "anil" else "all")
+    return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
 
 
 def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:

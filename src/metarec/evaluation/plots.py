@@ -44,6 +44,7 @@ def plot_learning_curves(
     curves: Mapping[str, Sequence[tuple[int, float]]],
     path: str | Path,
     ylabel: str = "validation NDCG@10",
+    xlabel: str = "epoch",
 ) -> Path:
     """One line per method of (epoch, value) points, epoch on x; writes a PNG at path."""
     if not curves or not any(curves.values()):
@@ -55,7 +56,7 @@ def plot_learning_curves(
             continue
         epochs, values = zip(*sorted(points), strict=True)
         ax.plot(epochs, values, marker="o", markersize=3, label=method)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

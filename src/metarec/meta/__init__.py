@@ -4,42 +4,88 @@
 ``maml``/``anil``/``meta_sgd``/``learned_optim`` build a ``MetaLearner`` (meta.core), ``Reptile``
 has its own outer update. All of them expose ``meta_step(tasks)``, ``adapt_task(support)`` and
 ``score(fast, batch, items=None)``.
+
+Around them: ``meta.tasks`` (user next-item / like-click tasks, domain tasks, ``TaskSampler``),
+``meta.learners`` (algorithms by name: ``LearnerSpec``, ``build_learner``), ``meta.train``
+(``meta_train`` with meta-validation and early stopping), ``meta.checkpoint`` (save / load a
+meta-trained model), ``meta.inference`` (``adapt_user``, ``recommend``) and ``meta.workflow``
+(one cold-start fold end to end, for ``metarec meta-train``; import it from its module).
 """
 
 from __future__ import annotations
 
 from metarec.meta.anil import anil
+from metarec.meta.checkpoint import MetaCheckpoint, load_meta_checkpoint, save_meta_checkpoint
 from metarec.meta.core import META_LEARN, FixedRule, MetaLearner, adamw_outer
-from metarec.meta.functional import call_method, functional_loss, functional_score
+from metarec.meta.functional import (
+    call_method,
+    functional_loss,
+    functional_score,
+    pointwise_logits,
+    pointwise_loss,
+)
+from metarec.meta.inference import PolicyBundle, adapt_latency, adapt_user, recommend
 from metarec.meta.inner import adapt
 from metarec.meta.inner_optim import InnerOptimizer, adagrad, adamw, sgd
 from metarec.meta.learned_optim import LearnedOptimConfig, LearnedOptimRule, learned_optim
+from metarec.meta.learners import ALGORITHMS, LearnerSpec, build_learner
 from metarec.meta.maml import MAMLConfig, maml
 from metarec.meta.meta_sgd import MetaSGDConfig, MetaSGDRule, meta_sgd
 from metarec.meta.reptile import Reptile, ReptileConfig
+from metarec.meta.tasks import (
+    Ranking,
+    Task,
+    TaskSampler,
+    domain_tasks,
+    like_tasks,
+    next_item_tasks,
+)
+from metarec.meta.train import MetaTrainConfig, MetaTrainResult, evaluate_tasks, meta_train
 
 __all__ = [
+    "ALGORITHMS",
     "META_LEARN",
     "FixedRule",
     "InnerOptimizer",
     "LearnedOptimConfig",
     "LearnedOptimRule",
+    "LearnerSpec",
     "MAMLConfig",
+    "MetaCheckpoint",
     "MetaLearner",
     "MetaSGDConfig",
     "MetaSGDRule",
+    "MetaTrainConfig",
+    "MetaTrainResult",
+    "PolicyBundle",
+    "Ranking",
     "Reptile",
     "ReptileConfig",
+    "Task",
+    "TaskSampler",
     "adagrad",
     "adamw",
     "adamw_outer",
     "adapt",
+    "adapt_latency",
+    "adapt_user",
     "anil",
+    "build_learner",
     "call_method",
+    "domain_tasks",
+    "evaluate_tasks",
     "functional_loss",
     "functional_score",
     "learned_optim",
+    "like_tasks",
+    "load_meta_checkpoint",
     "maml",
     "meta_sgd",
+    "meta_train",
+    "next_item_tasks",
+    "pointwise_logits",
+    "pointwise_loss",
+    "recommend",
+    "save_meta_checkpoint",
     "sgd",
 ]

@@ -6,6 +6,11 @@ method, so the parameter names are the model's own, prefixed with ``model.``. Pa
 ``params`` (and all buffers) are the model's own. ``functional_call`` swaps tensors into the
 module for the duration of the call and restores them, so two threads must not call the same
 model object at once.
+
+Like/click tasks (``LikeBatch``) have no model method of their own: their loss is binary
+cross-entropy on the pointwise logit, the dot-product ``score`` of (user vector, candidate item
+vector), computed here through the same functional call. ``functional_loss`` dispatches on the
+batch type, so the inner loop and every meta-learner take like/click tasks unchanged.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metarec.models.batch import SeqBatch
+from metarec.models.batch import LikeBatch, SeqBatch
 
 
 class _Method(nn.Module):
@@ -44,8 +50,26 @@ def call_method(
 
 
 def functional_loss(model: nn.Module, params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-    """Scalar ``model.loss(batch)`` under ``params``."""
+    """Scalar ``model.loss(batch)`` under ``params``; for a ``LikeBatch``, ``pointwise_loss``."""
+    if isinstance(batch, LikeBatch):
+        return pointwise_loss(model, params, batch)
     return call_method(model, "loss", params, (batch,))
+
+
+def pointwise_logits(
+    model: nn.Module, params: dict[str, torch.Tensor], batch: LikeBatch
+) -> torch.Tensor:
+    """(B,) like/click logits: ``score`` of each row's history against its one candidate."""
+    scores = functional_score(model, params, batch.history(), batch.candidates[:, None])  # (B, 1)
+    return scores[:, 0]
+
+
+def pointwise_loss(
+    model: nn.Module, params: dict[str, torch.Tensor], batch: LikeBatch
+) -> torch.Tensor:
+    """Mean binary cross-entropy of ``pointwise_logits`` against ``batch.labels`` (0/1)."""
+    logits = pointwise_logits(model, params, batch)
+    return F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))
 
 
 def functional_score(

@@ -94,3 +94,9 @@ class Reptile:
         """Scores (B, N) or (B, M) of the model under adapted fast parameters."""
         params = self.policy.effective_params(self.model, fast)
         return functional_score(self.model, params, batch, items)
+
+    def meta_tensors(self) -> Params:
+        """Learner-owned meta-learned tensors (detached): the start of fast parameters that are
+        not model parameters (LoRA A/B, the user vector), as ``MetaLearner.meta_tensors``."""
+        own = {id(p) for p in self.model.parameters()}
+        return {f"start.{k}": v.detach() for k, v in self.start.items() if id(v) not in own}

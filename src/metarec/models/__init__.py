@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metarec.models.baselines import BPR, BPRConfig, Popularity, PopularityConfig
-from metarec.models.batch import PAD, PairBatch, SeqBatch
+from metarec.models.batch import PAD, LikeBatch, PairBatch, SeqBatch
 from metarec.models.item_tower import ItemTower, ItemTowerConfig
 from metarec.models.seqrec import SeqRec, SeqRecConfig
 
@@ -20,6 +20,7 @@ __all__ = [
     "BPRConfig",
     "ItemTower",
     "ItemTowerConfig",
+    "LikeBatch",
     "PairBatch",
     "Popularity",
     "PopularityConfig",

@@ -45,3 +45,24 @@ class PairBatch:
         return PairBatch(
             self.users.to(device), self.positives.to(device), self.negatives.to(device)
         )
+
+
+@dataclass
+class LikeBatch:
+    """Pointwise like/click samples: a history, one candidate item and its 0/1 label per row.
+
+    users: (B,) int64; items: (B, L) left-padded histories (``PAD``), most recent last;
+    candidates: (B,) int64 item indices; labels: (B,) float 0/1.
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    candidates: torch.Tensor
+    labels: torch.Tensor
+
+    def history(self) -> SeqBatch:
+        """The histories as a ``SeqBatch`` (what ``score`` takes)."""
+        return SeqBatch(self.users, self.items)
+
+    def to(self, device: torch.device | str) -> LikeBatch:
+        return LikeBatch(*(getattr(self, f.name).to(device) for f in fields(self)))

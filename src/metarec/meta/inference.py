@@ -1,0 +1,146 @@
+"""Adaptation at inference: a user's K interactions -> adapted parameters -> recommendations.
+
+``adapt_user`` is the one function the CLI, the benchmarks and the service call to adapt a model
+to a user; ``recommend`` ranks the catalogue under the result. The adapted parameters are
+returned as *overrides*: model parameter name -> tensor, for exactly the parameters the policy
+changes (``policy.touched``), so ``recommend`` (or any ``functional_call``) needs neither the
+policy nor the learner, and a service can cache them per user. Both functions run the model in
+eval mode and never change it; two threads must not call them on one model object at once (see
+``meta.functional``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarec.adapt.policies import FastPolicy
+from metarec.evaluation.next_item import model_device
+from metarec.meta.functional import functional_score
+from metarec.meta.inner import adapt
+from metarec.meta.inner_optim import InnerOptimizer
+from metarec.meta.learners import Learner
+from metarec.meta.tasks import history_batch, support_batch
+from metarec.meta.train import eval_mode
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyBundle:
+    """Adaptation without a meta-learner (the fine-tuning baselines): a policy, an inner
+    optimizer and a step count; ``start`` None means ``policy.init_fast(model)``."""
+
+    policy: FastPolicy
+    inner_opt: InnerOptimizer
+    steps: int = 5
+    start: Params | None = None
+
+
+def adapt_user(
+    model: nn.Module,
+    adapter: Learner | PolicyBundle,
+    items: Sequence[int],
+    steps: int | None = None,
+) -> Params:
+    """Parameter overrides (name -> tensor, detached) after adapting to ``items``.
+
+    items: item indices of the user's K interactions in time order; the support loss is
+    next-item prediction inside them (``meta.tasks.support_batch``). ``steps`` None: the
+    adapter's own (a learner's eval/inner steps, the bundle's ``steps``). With fewer than 2
+    items there is nothing to adapt on and the start of the fast parameters is returned.
+    """
+    if getattr(adapter, "model", model) is not model:
+        raise ValueError("the learner was built over another model object than the one given")
+    _check_items(model, items)
+    with eval_mode(model):
+        if len(items) < 2 or steps == 0:
+            fast = _start(model, adapter)
+        else:
+            support = support_batch(items, _max_len(model)).to(model_device(model))
+            fast = _adapt(model, adapter, support, steps)
+        with torch.no_grad():
+            params = adapter.policy.effective_params(model, fast)
+    return {name: params[name].detach() for name in adapter.policy.touched}
+
+
+@torch.no_grad()
+def recommend(
+    model: nn.Module,
+    fast: Params | None,
+    history: Sequence[int],
+    k: int = 10,
+    exclude: Iterable[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` item indices (k,) and scores (k,) from ``history`` (time order) under ``fast``
+    (``adapt_user``'s overrides; None or {}: the model as it is). ``exclude`` None excludes the
+    history's items; pass ``()`` to rank everything. Fewer than k come back when fewer remain."""
+    _check_items(model, history)
+    banned = sorted(set(history if exclude is None else exclude))
+    _check_items(model, banned)
+    device = model_device(model)
+    with eval_mode(model):
+        batch = history_batch(history, _max_len(model)).to(device)
+        scores = functional_score(model, dict(fast or {}), batch)[0].float()  # (N,)
+    if banned:
+        scores[torch.as_tensor(banned, device=device)] = -torch.inf
+    k = max(0, min(k, scores.numel() - len(banned)))
+    values, idx = torch.topk(scores, k)
+    return idx.cpu().numpy(), values.cpu().numpy()
+
+
+def adapt_latency(
+    model: nn.Module,
+    adapter: Learner | PolicyBundle,
+    users: Sequence[Sequence[int]],
+    steps: int | None = None,
+    warmup: int = 3,
+) -> dict[str, float]:
+    """Median and p95 milliseconds of ``adapt_user`` over ``users`` (each a list of item
+    indices), after ``warmup`` untimed calls; single process, the current torch threads."""
+    if not users:
+        raise ValueError("adapt_latency needs at least one user")
+    for items in list(users)[:warmup]:
+        adapt_user(model, adapter, items, steps)
+    times = []
+    for items in users:
+        start = time.perf_counter()
+        adapt_user(model, adapter, items, steps)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return {
+        "adapt_ms_median": float(np.median(times)),
+        "adapt_ms_p95": float(np.percentile(times, 95)),
+        "users": float(len(times)),
+    }
+
+
+def _start(model: nn.Module, adapter: Learner | PolicyBundle) -> Params:
+    start = getattr(adapter, "start", None)
+    if start is None:
+        start = adapter.policy.init_fast(model)
+    return {k: v.detach() for k, v in start.items()}
+
+
+def _adapt(model: nn.Module, adapter: Learner | PolicyBundle, support, steps: int | None) -> Params:
+    if not isinstance(adapter, PolicyBundle):
+        return adapter.adapt_task(support, steps)
+    start = {k: v.requires_grad_() for k, v in _start(model, adapter).items()}
+    steps = adapter.steps if steps is None else steps
+    fast = adapt(model, adapter.policy, start, support, adapter.inner_opt, steps)
+    return {k: v.detach() for k, v in fast.items()}
+
+
+def _max_len(model: nn.Module) -> int:
+    return int(getattr(getattr(model, "config", None), "max_len", 50))
+
+
+def _check_items(model: nn.Module, items: Iterable[int]) -> None:
+    n = getattr(getattr(model, "config", None), "n_items", None)
+    bad = [i for i in items if not isinstance(i, int | np.integer) or i < 0 or (n and i >= n)]
+    if bad:
+        raise ValueError(f"item indices must be integers in [0, {n}), got {bad[:5]}")

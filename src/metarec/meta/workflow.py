@@ -1,0 +1,243 @@
+"""Meta-training as one call: pretrained checkpoint + cold-start fold -> meta checkpoint + report.
+
+This is what ``metarec meta-train`` calls. It composes the fold split, the tasks, the learner,
+the loop and the writers, and owns none of their logic. The fold's train users are split once
+more (seeded) into meta-training users and held-out meta-validation users; the fold's cold users
+are only evaluated, after meta-training: with no adaptation (the base model, the support set as
+history) and adapted by the meta-trained learner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metarec.data.schema import Dataset, Interactions
+from metarec.data.splits import cold_start_folds
+from metarec.errors import CheckpointError, ConfigError, DataError
+from metarec.evaluation.report import (
+    ResultRow,
+    plot_learning_curves,
+    write_metrics_json,
+    write_report_md,
+)
+from metarec.meta.checkpoint import META_CONFIG, MetaCheckpoint, save_meta_checkpoint
+from metarec.meta.inference import adapt_latency, adapt_user, recommend
+from metarec.meta.learners import Learner, LearnerSpec, build_learner
+from metarec.meta.tasks import Task, check_task_sizes, next_item_tasks
+from metarec.meta.train import MetaTrainConfig, MetaTrainResult, evaluate_tasks, meta_train
+from metarec.training.checkpoint import CONFIG, Checkpoint, load_checkpoint
+
+METRICS = ("NDCG@10", "Recall@10")
+
+
+@dataclass(frozen=True)
+class FoldTasks:
+    """Which users make the tasks: cold-start fold ``fold`` of ``n_folds`` (seed ``fold_seed``),
+    ``valid_fraction`` of its train users held out for meta-validation; K-shot support and up
+    to ``n_query`` query items per user."""
+
+    k: int = 5
+    n_query: int = 20
+    fold: int = 0
+    n_folds: int = 5
+    fold_seed: int = 0
+    valid_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        try:
+            check_task_sizes(self.k, self.n_query, 1)
+        except ConfigError as e:
+            raise ValueError(str(e)) from e
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"fold must be in [0, n_folds={self.n_folds}), got {self.fold}")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+
+
+@dataclass
+class MetaRunResult:
+    learner: Learner
+    train: MetaTrainResult
+    rows: list[ResultRow]
+    notes: list[str] = field(default_factory=list)
+    out: Path | None = None
+    report: Path | None = None
+
+
+def fold_tasks(
+    dataset: Dataset, settings: FoldTasks, max_len: int
+) -> tuple[list[Task], list[Task], list[Task]]:
+    """(meta-train, meta-validation, cold-user test) next-item tasks of one fold."""
+    folds = cold_start_folds(dataset, settings.n_folds, settings.fold_seed)
+    fold = folds[settings.fold]
+    rng = np.random.default_rng([settings.fold_seed, settings.fold])
+    users = rng.permutation(fold.train_users)
+    n_valid = max(1, round(settings.valid_fraction * len(users)))
+    valid_users, train_users = users[:n_valid], users[n_valid:]
+
+    def tasks(inter: Interactions, keep: np.ndarray | None = None) -> list[Task]:
+        if keep is not None:
+            inter = inter.take(np.isin(inter.user, keep))
+        return next_item_tasks(inter, settings.k, settings.n_query, max_len)
+
+    return tasks(fold.train, train_users), tasks(fold.train, valid_users), tasks(fold.test)
+
+
+def meta_train_fold(
+    base: str | Path,
+    dataset: Dataset,
+    spec: LearnerSpec,
+    settings: FoldTasks,
+    config: MetaTrainConfig,
+    out: Path | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+) -> MetaRunResult:
+    """Meta-train ``spec`` from checkpoint ``base`` on one fold; with ``out``, write the meta
+    checkpoint, metrics.json, report.md and the validation curve there."""
+    _check_out(out, overwrite)
+    ckpt = _base_checkpoint(Path(base), dataset)
+    model = ckpt.model.to(config.resolved_device()).eval()
+    train, valid, test = fold_tasks(dataset, settings, model.config.max_len)
+    log(f"tasks: {len(train)} meta-train, {len(valid)} meta-validation, {len(test)} cold users")
+    if not train or not test:
+        raise ConfigError(f"no user of fold {settings.fold} has more than k={settings.k} items")
+    try:
+        learner = build_learner(model, spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    no_adapt = evaluate_tasks(learner, test, steps=0)
+    res = meta_train(learner, train, valid, config)
+    log(f"meta-training stopped: {res.stopped}")
+    adapted = evaluate_tasks(learner, test)
+    users = [t.support_items.tolist() for t in test[:50]]
+    cost = {k: v for k, v in adapt_latency(model, learner, users).items() if k != "users"}
+    rows = _rows(spec, settings, no_adapt, adapted, res, cost)
+    run = MetaRunResult(learner, res, rows, _notes(ckpt, settings, spec))
+    if out is not None:
+        info = {"tasks": asdict(settings), "meta_train": asdict(config), "result": res.summary()}
+        learned = {"algorithm": spec.algorithm, "policy": spec.policy.name, "k": settings.k}
+        meta = {**ckpt.meta, "base_checkpoint": str(base), "meta_trained": learned}
+        saved = Checkpoint(model, ckpt.model_type, ckpt.users, ckpt.items, meta)
+        save_meta_checkpoint(out, saved, learner, spec, info, list(dataset.items.text))
+        run.out, run.report = out, write_meta_report(run, dataset, spec, config, out)
+    return run
+
+
+def write_meta_report(
+    run: MetaRunResult, dataset: Dataset, spec: LearnerSpec, config: MetaTrainConfig, out: Path
+) -> Path:
+    """metrics.json + report.md (with the meta-validation curve) in ``out``."""
+    curve = plot_learning_curves(
+        {spec.algorithm: run.train.curve}, out / "meta_validation.png", xlabel="meta step"
+    )
+    write_metrics_json(out, "meta-train", dataset.name, run.rows, [config.seed])
+    r = run.train
+    intro = (
+        f"Meta-training {spec.algorithm} with the {spec.policy.name!r} policy on {dataset.name}. "
+        f"Best meta-validation {config.select} {r.best_metric:.4f} at step {r.best_step} of "
+        f"{r.step} ({r.stopped}). Test rows: the fold's cold-start users, query items ranked "
+        "over the full catalogue minus the support items."
+    )
+    plots = [(f"Meta-validation {config.select}", curve)]
+    return write_report_md(out, "metarec meta-train", intro, run.rows, plots, run.notes)
+
+
+def _check_out(out: Path | None, overwrite: bool) -> None:
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out} exists and is not a folder")
+    if not overwrite and ((out / CONFIG).exists() or (out / META_CONFIG).exists()):
+        raise CheckpointError(f"{out} already holds a checkpoint; use --overwrite to replace it")
+
+
+def _base_checkpoint(base: Path, dataset: Dataset) -> Checkpoint:
+    ckpt = load_checkpoint(base)
+    if ckpt.model_type != "seqrec":
+        raise CheckpointError(
+            f"{base} holds a {ckpt.model_type} model; meta-training needs a seqrec checkpoint "
+            "(metarec pretrain)"
+        )
+    if ckpt.items != dataset.items.ids:
+        raise CheckpointError(
+            f"checkpoint {base} was trained on another item catalogue than {dataset.name} "
+            f"({len(ckpt.items)} vs {dataset.n_items} items)"
+        )
+    return ckpt
+
+
+def _rows(spec, settings, no_adapt, adapted, res, cost) -> list[ResultRow]:
+    setting = {"K": settings.k, "policy": spec.policy.name, "fold": settings.fold}
+    pick = lambda m: {k: m[k] for k in METRICS}  # noqa: E731
+    train_cost = {
+        "train_seconds": res.wall_seconds,
+        "meta_steps": res.step,
+        "best_step": res.best_step,
+        **cost,
+    }
+    return [
+        ResultRow("no-adapt", {**setting, "policy": "-"}, pick(no_adapt)),
+        ResultRow(spec.algorithm, setting, pick(adapted), train_cost),
+    ]
+
+
+def _notes(ckpt: Checkpoint, settings: FoldTasks, spec: LearnerSpec) -> list[str]:
+    notes = [
+        f"Learner: `{json.dumps(spec.to_dict())}`",
+        f"Fold {settings.fold} of {settings.n_folds} (seed {settings.fold_seed}); "
+        f"{settings.valid_fraction:g} of its train users held out for meta-validation.",
+    ]
+    expected = {"fold": settings.fold, "n_folds": settings.n_folds, "seed": settings.fold_seed}
+    if ckpt.meta.get("cold_start_fold") != expected:
+        notes.append(
+            "The base checkpoint records no pretraining on this fold's train users only "
+            "(cold_start_fold in its config.json): the cold users may have been seen in "
+            "pretraining, so the test rows can be optimistic."
+        )
+    return notes
+
+
+def item_indices(raw_ids: list[str], catalogue: list[str]) -> list[int]:
+    """Indices of raw item ids; DataError naming the first id the catalogue lacks."""
+    index = {raw: i for i, raw in enumerate(catalogue)}
+    for raw in raw_ids:
+        if raw not in index:
+            example = f", e.g. {catalogue[0]!r}" if catalogue else ""
+            raise DataError(
+                f"item id {raw!r} is not in the model's catalogue ({len(catalogue)} items{example})"
+            )
+    return [index[raw] for raw in raw_ids]
+
+
+def before_after(
+    mc: MetaCheckpoint, raw_ids: list[str], top: int = 10, steps: int | None = None
+) -> str:
+    """The top-``top`` items from ``raw_ids`` as history, before and after adapting to them,
+    side by side with item text (what ``metarec adapt`` prints)."""
+    if top < 1 or (steps is not None and steps < 0):
+        raise ConfigError(f"--top must be >= 1 and --steps >= 0, got {top} and {steps}")
+    items = item_indices(raw_ids, mc.checkpoint.items)
+    model = mc.checkpoint.model
+    before, _ = recommend(model, None, items, top)
+    after, _ = recommend(model, adapt_user(model, mc.learner, items, steps), items, top)
+    text = mc.item_text or [""] * len(mc.checkpoint.items)
+
+    def cell(i: int) -> str:
+        label = f"{mc.checkpoint.items[i]}  {text[i]}".strip()
+        return label if len(label) <= 44 else label[:43] + "…"
+
+    name = f"after ({mc.spec.algorithm}, {mc.spec.policy.name})"
+    lines = [f"{'rank':>4}  {'before (no adaptation)':<44}  {name}"]
+    for rank in range(max(len(before), len(after))):
+        left = cell(int(before[rank])) if rank < len(before) else ""
+        right = cell(int(after[rank])) if rank < len(after) else ""
+        lines.append(f"{rank + 1:>4}  {left:<44}  {right}")
+    history = ", ".join(cell(i) for i in items[-5:])
+    note = "" if len(items) >= 2 else " (fewer than 2 items: nothing to adapt on)"
+    return f"history ({len(items)} items, last 5): {history}{note}\n" + "\n".join(lines)

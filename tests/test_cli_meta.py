@@ -1,0 +1,148 @@
+"""`metarec meta-train` and `metarec adapt` end to end on a tiny CSV, and their settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarec.data.loaders.registry import load_dataset
+from metarec.errors import ConfigError
+from metarec.meta import load_meta_checkpoint
+from metarec.models import SeqRec, SeqRecConfig
+from metarec.training.checkpoint import Checkpoint, save_checkpoint
+from test_cli import run_cli
+from test_meta_helpers import one_thread  # noqa: F401
+
+
+@pytest.fixture
+def genre_csv(tmp_path):
+    """40 users, each consuming the 10 items of 2 of 8 genres in random order."""
+    rng = np.random.default_rng(0)
+    lines = ["user,item,ts"]
+    for u in range(40):
+        genres = rng.choice(8, 2, replace=False)
+        items = rng.permutation(np.concatenate([np.arange(g * 5, g * 5 + 5) for g in genres]))
+        lines += [f"u{u},i{item},{1000 + t}" for t, item in enumerate(items)]
+    path = tmp_path / "genres.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def base_model(tmp_path, genre_csv):
+    """A small (untrained) SeqRec checkpoint over the CSV's catalogue."""
+    ds = load_dataset(genre_csv)
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(
+        n_items=ds.n_items, dim=16, n_layers=1, n_heads=2, max_len=3, dropout=0.0, item_repr="id"
+    )
+    meta = {"dataset": ds.name, "dataset_source": str(genre_csv)}
+    return save_checkpoint(
+        tmp_path / "base", Checkpoint(SeqRec(cfg), "seqrec", ds.users, ds.items.ids, meta)
+    )
+
+
+def write_config(tmp_path, text: str):
+    path = tmp_path / "meta.toml"
+    path.write_text(text)
+    return path
+
+
+QUICK = """
+[meta]
+inner_lr = 0.1
+outer_lr = 0.01
+[train]
+meta_batch_size = 4
+max_steps = 6
+eval_every = 3
+progress = false
+device = "cpu"
+"""
+
+
+def test_meta_train_then_adapt_end_to_end(monkeypatch, capsys, tmp_path, genre_csv, base_model):
+    out = tmp_path / "meta"
+    args = ["meta-train", "--base", str(base_model), "--data", str(genre_csv), "--out", str(out)]
+    args += ["--algorithm", "fomaml", "--policy", "all", "--k", "3", "--fold", "1"]
+    args += ["--config", str(write_config(tmp_path, QUICK))]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "fomaml" in stdout and "no-adapt" in stdout and "report" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"] == "meta-train"
+    rows = {r["method"]: r for r in metrics["results"]}
+    assert set(rows) == {"no-adapt", "fomaml"}
+    assert rows["fomaml"]["setting"] == {"K": 3, "policy": "all", "fold": 1}
+    assert rows["fomaml"]["cost"]["meta_steps"] == 6 and rows["fomaml"]["cost"]["adapt_ms_p95"] > 0
+    assert (out / "report.md").is_file() and (out / "meta_validation.png").is_file()
+    mc = load_meta_checkpoint(out)
+    assert mc.spec.algorithm == "fomaml" and mc.info["tasks"]["k"] == 3
+    assert mc.checkpoint.meta["base_checkpoint"] == str(base_model)
+
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "adapt", "--model", str(out), "--items", "i0", "i1", "i2", "--top", "5"
+    )
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert "before (no adaptation)" in lines[1] and "after (fomaml, all)" in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3", "4", "5"]
+
+    code, stdout, err = run_cli(monkeypatch, capsys, "adapt", "--model", str(out), "i0", "zzz")
+    assert code == 1 and "Traceback" not in err + stdout
+    assert err.strip().count("\n") == 0 and "'zzz'" in err
+
+    # a second run refuses to replace the checkpoint before doing any work
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 1 and "--overwrite" in err
+
+
+def test_meta_train_rejects_unknown_keys(monkeypatch, capsys, tmp_path, genre_csv, base_model):
+    bad = write_config(tmp_path, "[meta]\ninner_lr = 0.1\nalpha_init = 0.5\n")
+    args = ["meta-train", "--base", str(base_model), "--data", str(genre_csv)]
+    args += ["--out", str(tmp_path / "m"), "--config", str(bad)]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 1 and "'alpha_init'" in err and "maml" in err and "Traceback" not in err
+    code, _, err = run_cli(
+        monkeypatch, capsys, *args[:-2], "--algorithm", "anil", "--policy", "all"
+    )
+    assert code == 1 and "anil adapts the head only" in err
+
+
+def test_adapt_needs_a_meta_trained_model(monkeypatch, capsys, base_model):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "adapt", "--model", str(base_model), "--items", "i1"
+    )
+    assert code == 1 and "not a meta-trained model" in err
+
+
+def test_meta_settings_merge_file_and_flags(tmp_path):
+    from metarec.config import meta_train_settings
+
+    cfg = write_config(
+        tmp_path,
+        '[meta]\nalgorithm = "meta-sgd"\nk = 3\nalpha_range = [0.01, 0.02]\n'
+        '[model]\npolicy = "lora"\nrank = 2\ntargets = ["blocks.0.ff.0"]\n'
+        "[train]\nmax_steps = 7\n",
+    )
+    spec, tasks, train = meta_train_settings(cfg, {"k": 4}, {"policy": None}, {"seed": 3})
+    assert spec.algorithm == "meta-sgd" and spec.config.alpha_range == (0.01, 0.02)
+    assert (spec.policy.name, spec.policy.rank, spec.policy.targets) == (
+        "lora",
+        2,
+        ("blocks.0.ff.0",),
+    )
+    assert (tasks.k, train.max_steps, train.seed) == (4, 7, 3)
+    spec, _, _ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
+    assert spec.policy.name == "head"
+    with pytest.raises(ConfigError, match="fomaml"):
+        meta_train_settings(
+            write_config(tmp_path, "[meta]\nfirst_order = false\n"), {"algorithm": "fomaml"}, {}, {}
+        )
+    with pytest.raises(ConfigError, match="targets"):
+        meta_train_settings(write_config(tmp_path, "[model]\ntargets = [1]\n"), {}, {}, {})
+    with pytest.raises(ConfigError, match="k must be"):
+        meta_train_settings(None, {"k": 1}, {}, {})
