@@ -49,26 +49,54 @@ def call_method(
     return functional_call(_Method(model, method), prefixed, args, kwargs or {}, strict=False)
 
 
-def functional_loss(model: nn.Module, params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-    """Scalar ``model.loss(batch)`` under ``params``; for a ``LikeBatch``, ``pointwise_loss``."""
+def functional_loss(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    batch: Any,
+    item_vectors: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Scalar ``model.loss(batch)`` under ``params``; for a ``LikeBatch``, ``pointwise_loss``.
+
+    ``item_vectors`` (from ``fixed_item_vectors``) skips recomputing an unchanged item tower.
+    """
     if isinstance(batch, LikeBatch):
-        return pointwise_loss(model, params, batch)
-    return call_method(model, "loss", params, (batch,))
+        return pointwise_loss(model, params, batch, item_vectors)
+    kwargs = {} if item_vectors is None else {"item_vectors": item_vectors}
+    return call_method(model, "loss", params, (batch,), kwargs)
+
+
+def fixed_item_vectors(model: nn.Module, touched: tuple[str, ...]) -> torch.Tensor | None:
+    """(N, D) catalogue vectors computed once, when the model has an item tower that none of the
+    ``touched`` (fast) parameters belongs to; None otherwise. Gradients to the tower's own
+    parameters still flow through the returned tensor (it is computed under the caller's mode)."""
+    tower = getattr(model, "items", None)
+    if tower is None or not hasattr(tower, "all_items"):
+        return None
+    if any(name.startswith("items.") for name in touched):
+        return None
+    return tower.all_items()
 
 
 def pointwise_logits(
-    model: nn.Module, params: dict[str, torch.Tensor], batch: LikeBatch
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    batch: LikeBatch,
+    item_vectors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B,) like/click logits: ``score`` of each row's history against its one candidate."""
-    scores = functional_score(model, params, batch.history(), batch.candidates[:, None])  # (B, 1)
+    cand = batch.candidates[:, None]
+    scores = functional_score(model, params, batch.history(), cand, item_vectors)  # (B, 1)
     return scores[:, 0]
 
 
 def pointwise_loss(
-    model: nn.Module, params: dict[str, torch.Tensor], batch: LikeBatch
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    batch: LikeBatch,
+    item_vectors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean binary cross-entropy of ``pointwise_logits`` against ``batch.labels`` (0/1)."""
-    logits = pointwise_logits(model, params, batch)
+    logits = pointwise_logits(model, params, batch, item_vectors)
     return F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))
 
 
@@ -77,6 +105,10 @@ def functional_score(
     params: dict[str, torch.Tensor],
     batch: SeqBatch,
     items: torch.Tensor | None = None,
+    item_vectors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``model.score(batch, items)`` under ``params``: (B, N), or (B, M) for candidates."""
-    return call_method(model, "score", params, (batch,), {"items": items})
+    kwargs = (
+        {"items": items} if item_vectors is None else {"items": items, "item_vectors": item_vectors}
+    )
+    return call_method(model, "score", params, (batch,), kwargs)

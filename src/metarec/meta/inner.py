@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.functional import functional_loss
+from metarec.meta.functional import fixed_item_vectors, functional_loss
 from metarec.meta.inner_optim import InnerOptimizer
 
 Params = dict[str, torch.Tensor]
@@ -40,8 +40,10 @@ def adapt(
         raise ValueError(f"fast parameters {frozen} do not require grad")
     state = inner_opt.init(fast)
     with torch.enable_grad(), _twice_differentiable(create_graph):
+        item_vectors = fixed_item_vectors(model, policy.touched) if steps else None
         for _ in range(steps):
-            loss = functional_loss(model, policy.effective_params(model, fast), support)
+            params = policy.effective_params(model, fast)
+            loss = functional_loss(model, params, support, item_vectors)
             grads = _grads(loss, fast, create_graph)
             fast, state = inner_opt.update(grads, state, fast)
     return fast

@@ -125,18 +125,29 @@ class SeqRec(nn.Module):
         """(B, D): the hidden state at the most recent position."""
         return self.encode(batch.items, item_vectors)[:, -1]
 
-    def score(self, batch: SeqBatch, items: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N) scores over the catalogue, or (B, M) over ``items`` (M,) / (B, M)."""
-        item_vectors = self.items.all_items()  # (N, D)
+    def score(
+        self,
+        batch: SeqBatch,
+        items: torch.Tensor | None = None,
+        item_vectors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, N) scores over the catalogue, or (B, M) over ``items`` (M,) / (B, M).
+
+        ``item_vectors`` (N, D), when given, stands in for ``self.items.all_items()``: callers that
+        score many batches with an unchanged item tower compute it once.
+        """
+        if item_vectors is None:
+            item_vectors = self.items.all_items()  # (N, D)
         user = self.user_vectors(batch, item_vectors)  # (B, D)
         if items is None:
             return user @ item_vectors.T
         cand = item_vectors[items]  # (M, D) or (B, M, D)
         return user @ cand.T if cand.dim() == 2 else torch.einsum("bd,bmd->bm", user, cand)
 
-    def loss(self, batch: SeqBatch) -> torch.Tensor:
-        """Next-item loss at every position with a target."""
-        item_vectors = self.items.all_items()  # (N, D)
+    def loss(self, batch: SeqBatch, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item loss at every position with a target (``item_vectors`` as in ``score``)."""
+        if item_vectors is None:
+            item_vectors = self.items.all_items()  # (N, D)
         hidden = self.encode(batch.items, item_vectors)  # (B, L, D)
         has_target = batch.targets != PAD  # (B, L)
         h = hidden[has_target]  # (M, D)
