@@ -28,6 +28,7 @@ from metarec.evaluation.next_item import model_device
 from metarec.meta.functional import functional_score, pointwise_logits
 from metarec.meta.learners import Learner, learner_state, load_learner_state
 from metarec.meta.tasks import Ranking, Task, TaskSampler
+from metarec.training.devices import check_device_name, resolve_device
 
 SELECT = ("NDCG@10", "Recall@10", "AUC")
 
@@ -55,15 +56,10 @@ class MetaTrainConfig:
             raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
         if self.select not in SELECT:
             raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        check_device_name(self.device)
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available here")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
 
 @dataclass

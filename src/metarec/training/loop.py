@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from metarec.errors import ConfigError
+from metarec.training.devices import check_device_name, resolve_device
 from metarec.training.seeding import epoch_rng
 
 
@@ -34,11 +34,7 @@ class TrainConfig:
     device: str = "auto"  # "auto": CUDA when available, else CPU
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available here")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -47,8 +43,7 @@ class TrainConfig:
             raise ValueError("max_epochs, batch_size and patience must be positive")
         if self.weight_decay < 0:
             raise ValueError(f"invalid weight decay: {self.weight_decay}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        check_device_name(self.device)
 
     def to_dict(self) -> dict:
         return asdict(self)
