@@ -352,3 +352,10 @@ def test_generic_without_recognisable_columns_says_which(tmp_path):
     path.write_text("who,what\na,b\n")
     with pytest.raises(ConfigError, match=r"user and the item ids.*'who', 'what'"):
         load_dataset(path)
+
+
+def test_empty_file_without_columns_says_empty(tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_text("\n")
+    with pytest.raises(DataError, match="file is empty"):
+        load_dataset(path)

@@ -255,6 +255,8 @@ def header_names(
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
     with open(path, "rb") as fh:
         first = fh.readline()
+    if not first.strip():
+        raise DataError(f"{path}: file is empty")
     try:
         line = first.decode(encoding).strip()
     except UnicodeDecodeError as exc:
