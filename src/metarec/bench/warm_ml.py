@@ -25,7 +25,7 @@ from metarec.evaluation.report import (
     write_metrics_json,
     write_report_md,
 )
-from metarec.training.loop import TrainConfig, TrainState
+from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import NextItemData, fit_popularity, prepare_next_item, train_bpr
 from metarec.training.workflow import (
     ModelSpec,
@@ -89,20 +89,11 @@ def _run_popularity(ctx: RunContext, seed: int) -> MethodRun:
     return MethodRun(test, {"train_seconds": seconds})
 
 
-def _cost(state: TrainState) -> dict[str, float]:
-    return {
-        "train_seconds": state.train_seconds,
-        "seconds_to_best": state.seconds_to_best,
-        "epochs": state.epoch,
-        "best_epoch": state.best_epoch,
-    }
-
-
 def _run_bpr(ctx: RunContext, seed: int) -> MethodRun:
     cfg = ctx.cfg
     model, state = train_bpr(ctx.data, replace(cfg.bpr, seed=seed, progress=cfg.progress))
     test = evaluate_next_item(model, ctx.data.test, ctx.data.n_items)
-    return MethodRun(test, _cost(state), state.curve)
+    return MethodRun(test, state.cost(), state.curve)
 
 
 def _seqrec_runner(item_repr: str) -> Callable[[RunContext, int], MethodRun]:
@@ -121,7 +112,7 @@ def _seqrec_runner(item_repr: str) -> Callable[[RunContext, int], MethodRun]:
             text=text,
             overwrite=True,
         )
-        return MethodRun(res.test, _cost(res.state), res.state.curve)
+        return MethodRun(res.test, res.state.cost(), res.state.curve)
 
     return run
 

@@ -64,6 +64,15 @@ class TrainState:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def cost(self) -> dict[str, float]:
+        """The training-cost figures every report shows (metrics.json ``cost``)."""
+        return {
+            "train_seconds": self.train_seconds,
+            "seconds_to_best": self.seconds_to_best,
+            "epochs": self.epoch,
+            "best_epoch": self.best_epoch,
+        }
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
         d = dict(d)

@@ -214,12 +214,7 @@ def write_pretrain_report(
         method=name,
         setting={"split": "leave-one-out", "item_repr": spec.item_repr, "loss": spec.loss},
         metrics={k: res.test[k] for k in ("HR@10", "NDCG@10", "MRR@10")},
-        cost={
-            "train_seconds": res.state.train_seconds,
-            "seconds_to_best": res.state.seconds_to_best,
-            "epochs": res.state.epoch,
-            "best_epoch": res.state.best_epoch,
-        },
+        cost=res.state.cost(),
     )
     curve = plot_learning_curves({name: res.state.curve}, out / "learning_curve.png")
     write_metrics_json(out, "pretrain", dataset.name, [row], [seed])
