@@ -145,7 +145,7 @@ def test_failed_save_keeps_the_previous_checkpoint(setup, tmp_path, monkeypatch)
     def broken(path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "_atomic_json", broken)
+    monkeypatch.setattr(ck, "atomic_json", broken)
     with pytest.raises(OSError, match="disk full"):
         ck.save_checkpoint(
             tmp_path / "ck",

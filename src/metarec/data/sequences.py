@@ -56,23 +56,24 @@ def _combined_key(user: np.ndarray, ts: np.ndarray, item: np.ndarray) -> np.ndar
     return (user * span_t + (ts - t0)) * span_i + item
 
 
-def group_positions(sorted_keys: np.ndarray) -> np.ndarray:
-    """(N,) 0-based position of each row within its run of equal keys (keys already grouped)."""
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of equal keys (keys already grouped)."""
     n = len(sorted_keys)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    lengths = np.diff(np.r_[starts, n])
-    return np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    return starts, np.diff(np.r_[starts, n])
+
+
+def group_positions(sorted_keys: np.ndarray) -> np.ndarray:
+    """(N,) 0-based position of each row within its run of equal keys (keys already grouped)."""
+    starts, lengths = _runs(sorted_keys)
+    return np.arange(len(sorted_keys), dtype=np.int64) - np.repeat(starts, lengths)
 
 
 def group_sizes(sorted_keys: np.ndarray) -> np.ndarray:
     """(N,) size of the run of equal keys each row belongs to (keys already grouped)."""
-    n = len(sorted_keys)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    lengths = np.diff(np.r_[starts, n])
+    _, lengths = _runs(sorted_keys)
     return np.repeat(lengths, lengths)
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from metarec.atomic_io import atomic_json, save_tensors, sha256_file
 from metarec.errors import CheckpointError
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
 from metarec.training.checkpoint import (
@@ -30,9 +31,6 @@ from metarec.training.checkpoint import (
     read_json,
     save_checkpoint,
 )
-from metarec.training.checkpoint import _atomic_json as atomic_json
-from metarec.training.checkpoint import _save_tensors as save_tensors
-from metarec.training.checkpoint import _sha256 as sha256_file
 
 META_FORMAT_VERSION = 1
 META_CONFIG, ITEM_TEXT = "meta.json", "item_text.json"

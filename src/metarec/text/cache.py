@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from metarec.atomic_io import atomic_bytes
 from metarec.text.encoder import TextEncoder, check_texts, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -163,21 +164,15 @@ def _lookup(model_dir: Path, digests: list[bytes]) -> tuple[list[int], torch.Ten
 
 
 def _write_shard(model_dir: Path, digests: list[bytes], emb: torch.Tensor, model_id: str) -> None:
-    """Append a shard atomically (temp file, fsync, os.replace); warn instead of failing."""
+    """Append a shard atomically (``atomic_bytes``); warn instead of failing."""
     hashes = torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).view(-1, 32)
     meta = {"format": CACHE_FORMAT, "model_id": model_id}
     data = save({"hashes": hashes, "embeddings": emb.contiguous()}, metadata=meta)
     tag = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-    tmp = model_dir / f".tmp-{tag}.safetensors"
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, model_dir / f"shard-{tag}.safetensors")
+        atomic_bytes(model_dir / f"shard-{tag}.safetensors", data)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         warnings.warn(f"could not write text-embedding cache in {model_dir}: {err}", stacklevel=3)
 
 

@@ -12,21 +12,20 @@ Loading validates each of them and raises ``CheckpointError`` naming what is wro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 import metarec
+from metarec.atomic_io import atomic_json, save_tensors, sha256_file
 from metarec.errors import CheckpointError
 from metarec.models import MODEL_TYPES
 
@@ -53,39 +52,11 @@ def versions() -> dict[str, str]:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _model_type(model: nn.Module) -> str:
     for name, (cls, _) in MODEL_TYPES.items():
         if type(model) is cls:
             return name
     raise CheckpointError(f"cannot save a {type(model).__name__}: not a metarec model type")
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    _fsync_replace(Path(tmp), path)
-
-
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    _fsync_replace(tmp, path)
 
 
 def read_json(path: Path, what: str = "file") -> dict:
@@ -110,8 +81,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, weights: dict | None = N
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     staging = path / (WEIGHTS + ".new")
-    _save_tensors(weights if weights is not None else ckpt.model.state_dict(), staging)
-    digest = _sha256(staging)
+    save_tensors(weights if weights is not None else ckpt.model.state_dict(), staging)
+    digest = sha256_file(staging)
     weights_file = f"model-{digest[:16]}.safetensors"
     os.replace(staging, path / weights_file)
     config = {
@@ -125,7 +96,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, weights: dict | None = N
         "weights_sha256": digest,
         **ckpt.meta,
     }
-    _atomic_json(path / CONFIG, config)
+    atomic_json(path / CONFIG, config)
     for old in path.glob("model-*.safetensors"):
         if old.name != weights_file:
             old.unlink(missing_ok=True)
@@ -207,7 +178,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     config = _read_config(path)
     weights = _weights_path(path, config)
-    if _sha256(weights) != config["weights_sha256"]:
+    if sha256_file(weights) != config["weights_sha256"]:
         raise CheckpointError(
             f"{weights} does not match the sha256 in {CONFIG}: corrupt or replaced"
         )

@@ -15,14 +15,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from metarec.atomic_io import atomic_json, save_tensors
 from metarec.errors import CheckpointError
-from metarec.training.checkpoint import (
-    WEIGHTS,
-    _atomic_json,
-    _save_tensors,
-    load_weights,
-    read_json,
-)
+from metarec.training.checkpoint import WEIGHTS, load_weights, read_json
 
 LATEST = "latest.json"
 
@@ -33,7 +28,7 @@ def save_resume_state(
     root = Path(path) / "resume"
     folder = root / f"epoch-{int(state['epoch']):05d}"
     folder.mkdir(parents=True, exist_ok=True)
-    _save_tensors(model.state_dict(), folder / WEIGHTS)
+    save_tensors(model.state_dict(), folder / WEIGHTS)
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, pstate in opt["state"].items():
@@ -42,10 +37,10 @@ def save_resume_state(
                 tensors[f"{pid}.{key}"] = value
             else:
                 scalars[f"{pid}.{key}"] = value
-    _save_tensors(tensors, folder / "optimizer.safetensors")
+    save_tensors(tensors, folder / "optimizer.safetensors")
     meta = {"train_state": state, "param_groups": opt["param_groups"], "scalars": scalars}
-    _atomic_json(folder / "state.json", meta)
-    _atomic_json(root / LATEST, {"folder": folder.name})
+    atomic_json(folder / "state.json", meta)
+    atomic_json(root / LATEST, {"folder": folder.name})
     for old in root.glob("epoch-*"):
         if old.name != folder.name:
             shutil.rmtree(old, ignore_errors=True)
