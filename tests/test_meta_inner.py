@@ -246,3 +246,24 @@ def test_precomputed_item_vectors_give_the_same_adaptation(name):
         assert torch.allclose(ours[k], ref[k], atol=1e-6), k
     cached = fixed_item_vectors(model, policy.touched)
     assert (cached is None) == (name == "all")
+
+
+def test_frozen_item_vectors_are_cached_until_the_tower_changes():
+    """adapt_user / recommend / evaluation reuse one catalogue pass per model version; an
+    in-place update of a tower weight (an optimizer step, load_state_dict) must invalidate it."""
+    from metarec.meta.functional import frozen_item_vectors
+
+    model = tiny_seqrec().eval()
+    first = frozen_item_vectors(model, ("blocks.0.ff.0.weight",))
+    assert first is not None and not first.requires_grad
+    assert frozen_item_vectors(model, ()) is first  # same model version: the cached tensor
+    assert torch.allclose(first, model.items.all_items())
+    with torch.no_grad():
+        next(model.items.parameters()).add_(0.5)
+    changed = frozen_item_vectors(model, ())
+    assert changed is not first
+    assert torch.allclose(changed, model.items.all_items())
+    assert not torch.allclose(changed, first)
+    assert frozen_item_vectors(model, ("items.id_embedding.weight",)) is None
+    model.train()
+    assert frozen_item_vectors(model, ()) is not frozen_item_vectors(model, ())

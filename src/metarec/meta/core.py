@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.functional import functional_loss, functional_score
+from metarec.meta.functional import frozen_item_vectors, functional_loss, functional_score
 from metarec.meta.inner import adapt
 from metarec.meta.inner_optim import InnerOptimizer
 
@@ -197,7 +197,16 @@ class MetaLearner:
             steps = self.config.inner_steps
             steps = steps if self.config.eval_steps is None else self.config.eval_steps
         start = {k: v.detach().requires_grad_() for k, v in self.start.items()}
-        fast = adapt(self.model, self.policy, start, support, self.rule.optimizer(True), steps)
+        vectors = frozen_item_vectors(self.model, self.policy.touched) if steps else None
+        fast = adapt(
+            self.model,
+            self.policy,
+            start,
+            support,
+            self.rule.optimizer(True),
+            steps,
+            item_vectors=vectors,
+        )
         return {k: v.detach() for k, v in fast.items()}
 
     def score(self, fast: Params, batch: Any, items: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ batch type, so the inner loop and every meta-learner take like/click tasks uncha
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -75,6 +76,35 @@ def fixed_item_vectors(model: nn.Module, touched: tuple[str, ...]) -> torch.Tens
     if any(name.startswith("items.") for name in touched):
         return None
     return tower.all_items()
+
+
+_CATALOGUE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def frozen_item_vectors(model: nn.Module, touched: tuple[str, ...]) -> torch.Tensor | None:
+    """Like ``fixed_item_vectors`` but detached and, in eval mode, cached until a tensor of the
+    item tower changes (in place or replaced): for adaptation and scoring that need no gradient
+    toward the tower. The catalogue pass (for a text tower an MLP over every item's text
+    embedding) then runs once per model version instead of once per user."""
+    tower = getattr(model, "items", None)
+    if tower is None or not hasattr(tower, "all_items"):
+        return None
+    if any(name.startswith("items.") for name in touched):
+        return None
+    if tower.training:  # id dropout draws a new mask each call: nothing to cache
+        with torch.no_grad():
+            return tower.all_items()
+    tensors = [*tower.parameters(), *tower.buffers()]
+    key = tuple((id(t), t._version, t.data_ptr()) for t in tensors)
+    cached = _CATALOGUE.get(tower)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        vectors = tower.all_items()
+    _CATALOGUE[tower] = (key, vectors)
+    return vectors
 
 
 def pointwise_logits(

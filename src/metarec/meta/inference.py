@@ -21,7 +21,7 @@ from torch import nn
 
 from metarec.adapt.policies import FastPolicy
 from metarec.evaluation.next_item import model_device
-from metarec.meta.functional import functional_score
+from metarec.meta.functional import frozen_item_vectors, functional_score
 from metarec.meta.inner import adapt
 from metarec.meta.inner_optim import InnerOptimizer
 from metarec.meta.learners import Learner
@@ -86,7 +86,9 @@ def recommend(
     device = model_device(model)
     with eval_mode(model):
         batch = history_batch(history, _max_len(model)).to(device)
-        scores = functional_score(model, dict(fast or {}), batch)[0].float()  # (N,)
+        params = dict(fast or {})
+        vectors = frozen_item_vectors(model, tuple(params))
+        scores = functional_score(model, params, batch, None, vectors)[0].float()  # (N,)
     if banned:
         scores[torch.as_tensor(banned, device=device)] = -torch.inf
     k = max(0, min(k, scores.numel() - len(banned)))
@@ -131,7 +133,10 @@ def _adapt(model: nn.Module, adapter: Learner | PolicyBundle, support, steps: in
         return adapter.adapt_task(support, steps)
     start = {k: v.requires_grad_() for k, v in _start(model, adapter).items()}
     steps = adapter.steps if steps is None else steps
-    fast = adapt(model, adapter.policy, start, support, adapter.inner_opt, steps)
+    vectors = frozen_item_vectors(model, adapter.policy.touched) if steps else None
+    fast = adapt(
+        model, adapter.policy, start, support, adapter.inner_opt, steps, item_vectors=vectors
+    )
     return {k: v.detach() for k, v in fast.items()}
 
 

@@ -24,6 +24,7 @@ def adapt(
     inner_opt: InnerOptimizer,
     steps: int,
     create_graph: bool = False,
+    item_vectors: torch.Tensor | None = None,
 ) -> Params:
     """Run ``steps`` inner-optimizer steps on ``model.loss(support)``; return the new fast params.
 
@@ -32,6 +33,11 @@ def adapt(
     result can be differentiated through the adaptation (second-order MAML); with ``False`` the
     inner gradients are constants (first-order) but the result still depends on ``fast`` and on
     any tensor hyperparameters of ``inner_opt``. Works under ``torch.no_grad()`` too.
+
+    ``item_vectors`` (N, D) stands in for the item tower's output in every step; by default it is
+    computed once (``fixed_item_vectors``, differentiable toward the tower) when the policy leaves
+    the tower alone. Callers that need no gradient toward the tower pass
+    ``frozen_item_vectors`` (cached across calls).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -40,7 +46,8 @@ def adapt(
         raise ValueError(f"fast parameters {frozen} do not require grad")
     state = inner_opt.init(fast)
     with torch.enable_grad(), _twice_differentiable(create_graph):
-        item_vectors = fixed_item_vectors(model, policy.touched) if steps else None
+        if steps and item_vectors is None:
+            item_vectors = fixed_item_vectors(model, policy.touched)
         for _ in range(steps):
             params = policy.effective_params(model, fast)
             loss = functional_loss(model, params, support, item_vectors)

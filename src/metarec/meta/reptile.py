@@ -22,7 +22,7 @@ from torch import nn
 
 from metarec.adapt.policies import FastPolicy
 from metarec.meta.core import OuterFactory, Params, Task
-from metarec.meta.functional import functional_loss, functional_score
+from metarec.meta.functional import frozen_item_vectors, functional_loss, functional_score
 from metarec.meta.inner import adapt
 from metarec.meta.inner_optim import InnerOptimizer, sgd
 
@@ -87,7 +87,10 @@ class Reptile:
             steps = self.config.inner_steps
             steps = steps if self.config.eval_steps is None else self.config.eval_steps
         start = {k: v.detach().requires_grad_() for k, v in self.start.items()}
-        fast = adapt(self.model, self.policy, start, support, self.inner_opt, steps)
+        vectors = frozen_item_vectors(self.model, self.policy.touched) if steps else None
+        fast = adapt(
+            self.model, self.policy, start, support, self.inner_opt, steps, item_vectors=vectors
+        )
         return {k: v.detach() for k, v in fast.items()}
 
     def score(self, fast: Params, batch: Any, items: torch.Tensor | None = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from metarec.errors import ConfigError
 from metarec.evaluation.metrics import auc, log_loss, ndcg_at_k, recall_at_k, topk_hits
 from metarec.evaluation.next_item import model_device
-from metarec.meta.functional import functional_score, pointwise_logits
+from metarec.meta.functional import frozen_item_vectors, functional_score, pointwise_logits
 from metarec.meta.learners import Learner, learner_state, load_learner_state
 from metarec.meta.tasks import Ranking, Task, TaskSampler
 from metarec.training.devices import check_device_name, resolve_device
@@ -133,16 +133,18 @@ def evaluate_tasks(
     rows: dict[str, list[torch.Tensor]] = {}
     labels, logits = [], []
     with eval_mode(model):
+        vectors = frozen_item_vectors(model, learner.policy.touched)
         for task in tasks:
             fast = learner.adapt_task(task.support.to(device), steps)
             with torch.no_grad():
                 params = learner.policy.effective_params(model, fast)
                 if task.ranking is not None:
-                    for name, v in rank_metrics(model, params, task.ranking, k).items():
+                    ranked = rank_metrics(model, params, task.ranking, k, vectors)
+                    for name, v in ranked.items():
                         rows.setdefault(name, []).append(v.cpu())
                 else:
                     query = task.query.to(device)
-                    logits.append(pointwise_logits(model, params, query).cpu())
+                    logits.append(pointwise_logits(model, params, query, vectors).cpu())
                     labels.append(query.labels.cpu())
     out = {name: float(torch.cat(v).mean()) for name, v in rows.items()}
     if logits:
@@ -154,11 +156,17 @@ def evaluate_tasks(
 
 
 def rank_metrics(
-    model: nn.Module, params: dict[str, torch.Tensor], ranking: Ranking, k: int = 10
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    ranking: Ranking,
+    k: int = 10,
+    item_vectors: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-row NDCG@k and Recall@k (R,) of ``ranking`` under ``params`` (full catalogue)."""
+    """Per-row NDCG@k and Recall@k (R,) of ``ranking`` under ``params`` (full catalogue);
+    ``item_vectors`` as in ``functional_score``."""
     device = model_device(model)
-    scores = functional_score(model, params, ranking.history.to(device))  # (R, N)
+    history = ranking.history.to(device)
+    scores = functional_score(model, params, history, None, item_vectors)  # (R, N)
     relevant = torch.zeros_like(scores, dtype=torch.bool)
     exclude = torch.zeros_like(relevant)
     for row, (pos, seen) in enumerate(zip(ranking.positives, ranking.exclude, strict=True)):
