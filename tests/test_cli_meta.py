@@ -146,3 +146,24 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
         meta_train_settings(write_config(tmp_path, "[model]\ntargets = [1]\n"), {}, {}, {})
     with pytest.raises(ConfigError, match="k must be"):
         meta_train_settings(None, {"k": 1}, {}, {})
+
+
+def test_pretrain_on_a_fold_marks_the_checkpoint_and_meta_train_trusts_it(
+    monkeypatch, capsys, tmp_path, genre_csv
+):
+    base = tmp_path / "fold-base"
+    args = ["pretrain", "--data", str(genre_csv), "--out", str(base), "--item-repr", "id"]
+    args += ["--max-epochs", "1", "--cold-start-fold", "1", "--device", "cpu"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    config = json.loads((base / "config.json").read_text())
+    assert config["cold_start_fold"] == {"fold": 1, "n_folds": 5, "seed": 0}
+    for fold, warned in ((1, False), (2, True)):
+        out = tmp_path / f"meta-{fold}"
+        args = ["meta-train", "--base", str(base), "--data", str(genre_csv), "--out", str(out)]
+        args += ["--algorithm", "fomaml", "--policy", "head", "--k", "3", "--fold", str(fold)]
+        args += ["--config", str(write_config(tmp_path, QUICK))]
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 0, err
+        report = (out / "report.md").read_text()
+        assert ("may have been seen in pretraining" in report) == warned

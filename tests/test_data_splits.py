@@ -256,3 +256,17 @@ def test_cold_start_folds_ml_latest_small(ml_small: Dataset) -> None:
     assert len(support) == 5 * 122 and len(query) == np.minimum(counts - 5, 20).sum()
     with pytest.raises(ConfigError):
         cold_start_folds(ml_small, n_folds=1)
+
+
+def test_fold_train_dataset_drops_the_cold_users_and_says_so(ml_small: Dataset) -> None:
+    from metarec.data.splits import fold_train_dataset
+
+    fold = cold_start_folds(ml_small, n_folds=5, seed=3)[2]
+    train = fold_train_dataset(ml_small, 2, 5, 3)
+    assert not np.isin(train.interactions.user, fold.test_users).any()
+    assert len(train.interactions) == len(fold.train)
+    assert train.items is ml_small.items and train.users == ml_small.users  # id maps unchanged
+    assert train.extra["cold_start_fold"] == {"fold": 2, "n_folds": 5, "seed": 3}
+    assert "cold_start_fold" not in ml_small.extra
+    with pytest.raises(ConfigError, match="fold"):
+        fold_train_dataset(ml_small, 5, 5, 3)

@@ -174,3 +174,17 @@ def test_reptile_moves_the_start_toward_the_adapted_parameters_by_the_step_size(
     assert any(not torch.equal(v, start[k]) for k, v in learner.start.items())
     if name == "lora":  # the LoRA start is the learner's; the model stays as it was
         assert same_state(model, before)
+
+
+def test_hyper_lr_is_the_outer_rate_of_the_learned_rates_only():
+    learner = _meta_sgd(outer_lr=0.0, hyper_lr=0.05)
+    lrs = {g["name"]: g["lr"] for g in learner.outer.param_groups}
+    assert lrs["hyper"] == 0.05 and lrs["model"] == 0.0
+    weights = {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
+    before = {k: a.detach().clone() for k, a in learner.rule.rates().items()}
+    learner.meta_step(tasks(2))
+    after = learner.rule.rates()
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    assert all(torch.equal(v, learner.model.state_dict()[k]) for k, v in weights.items())
+    with pytest.raises(ValueError, match="hyper_lr"):
+        MetaSGDConfig(hyper_lr=-1.0)

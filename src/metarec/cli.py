@@ -89,11 +89,17 @@ def pretrain(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a checkpoint already in --out.")] = False,
+    cold_start_fold: Annotated[
+        int | None,
+        typer.Option(help="Train on this cold-start fold's train users only (for meta-train)."),
+    ] = None,
+    n_folds: Annotated[int, typer.Option(help="Folds of --cold-start-fold.")] = 5,
+    fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
 ) -> None:
     """Pretrain the sequential model (next-item prediction) and write a checkpoint."""
     from metarec.config import pretrain_settings
     from metarec.data.loaders.registry import load_dataset
-    from metarec.data.splits import leave_one_out
+    from metarec.data.splits import fold_train_dataset, leave_one_out
     from metarec.training.pretrain import prepare_next_item
     from metarec.training.workflow import pretrain_seqrec, write_pretrain_report
 
@@ -107,6 +113,8 @@ def pretrain(
     spec, train = pretrain_settings(config, flags, train_flags)
     _writable_folder(out)
     dataset = load_dataset(data)
+    if cold_start_fold is not None:
+        dataset = fold_train_dataset(dataset, cold_start_fold, n_folds, fold_seed)
     nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
     res = pretrain_seqrec(dataset, nid, spec, train, out=out, resume=resume, overwrite=overwrite)
     report = write_pretrain_report(res, dataset, spec, train.seed, out)
@@ -244,6 +252,60 @@ def bench_warm_ml(
 ) -> None:
     """PROTOCOLS.md warm-ml: popularity, BPR, id-only SASRec and metarec in one run."""
     _warm_ml(out, data, seed or [0], quick, demo=False)
+
+
+@bench_app.command("coldstart-ml")
+def bench_coldstart_ml(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/coldstart-ml"),
+    data: DataOpt = None,
+    fold: Annotated[
+        list[int] | None, typer.Option(help="Run only this fold; repeat for several.")
+    ] = None,
+    n_folds: Annotated[int, typer.Option(help="Folds the users are split into.")] = 5,
+    fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    k: Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
+    policy: Annotated[str, typer.Option(help="Fast parameters of the meta-learners.")] = "head",
+    pretrain_budget: Annotated[float, typer.Option(help="Pretraining seconds per fold.")] = 180,
+    meta_budget: Annotated[float, typer.Option(help="Meta-training seconds per method.")] = 120,
+    quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
+) -> None:
+    """PROTOCOLS.md coldstart-ml: every adaptation method at every K over the folds."""
+    from dataclasses import replace
+
+    from metarec.adapt.policies import PolicyConfig
+    from metarec.bench.coldstart_ml import ColdstartConfig, run_coldstart_ml
+    from metarec.config import coldstart_quick_config
+    from metarec.evaluation.report import format_table
+
+    _writable_folder(out)
+    try:
+        cfg = ColdstartConfig(data=data, out=out, n_folds=n_folds, fold_seed=fold_seed)
+        cfg = replace(
+            cfg,
+            folds=tuple(fold) if fold else None,
+            ks=tuple(k) if k else cfg.ks,
+            methods=tuple(method) if method else cfg.methods,
+            policy=PolicyConfig(policy),
+            pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
+            meta=replace(cfg.meta, time_budget_s=meta_budget),
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    if quick:
+        cfg = coldstart_quick_config(cfg)
+    start = time.perf_counter()
+    res = run_coldstart_ml(cfg, log=_say)
+    typer.echo(format_table(res["results"], ["NDCG@10", "Recall@10", "AUC"]))
+    for c in res["comparisons"]:
+        if c.k == cfg.select_k:
+            typer.echo(
+                f"{c.method} vs {c.baseline} at K={c.k}: NDCG@10 {c.diff:+.4f} "
+                f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {c.verdict}"
+            )
+    typer.echo(f"\nfinished in {time.perf_counter() - start:.0f} s")
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from metarec.adapt.policies import PolicyConfig
+from metarec.bench.coldstart_ml import ColdstartConfig
 from metarec.bench.warm_ml import WarmMLConfig
 from metarec.errors import ConfigError
 from metarec.meta.learners import ALGORITHMS, CONFIG_CLASSES, LearnerSpec
@@ -157,7 +158,7 @@ def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
         raise ConfigError(
             f"{where} [model]: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
         )
-    name = values.pop("policy", "head" if algorithm == "anil" else "all")
+    name = values.pop("policy", "head")  # fast enough for request-time adaptation
     return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
 
 
@@ -180,4 +181,17 @@ def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
         title=cfg.title + " (quick smoke test: not a reported result)",
         seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
         bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
+    )
+
+
+def coldstart_quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
+    """coldstart-ml smoke-test budgets: two pretraining epochs, four meta steps, one fine-tuning
+    learning rate. Never the configuration that is reported."""
+    return replace(
+        cfg,
+        quick=True,
+        title=cfg.title + " (quick smoke test: not a reported result)",
+        pretrain=replace(cfg.pretrain, max_epochs=2, time_budget_s=None),
+        meta=replace(cfg.meta, max_steps=4, eval_every=2, time_budget_s=None),
+        finetune_lrs=cfg.finetune_lrs[1:2] or cfg.finetune_lrs,
     )

@@ -7,7 +7,7 @@ same call always yields the same rows. Orders are (user, time, item) throughout.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -158,3 +158,14 @@ def _cutoff(sorted_ts: np.ndarray, quantile: float) -> int:
     n = len(sorted_ts)
     index = math.ceil(n * quantile - 1e-9)
     return int(sorted_ts[index]) if index < n else int(sorted_ts[-1]) + 1
+
+
+def fold_train_dataset(ds: Dataset, fold: int, n_folds: int = 5, seed: int = 0) -> Dataset:
+    """``ds`` restricted to the train users of cold-start fold ``fold`` (its cold users' rows
+    removed; catalogue and id maps unchanged), recorded in ``extra["cold_start_fold"]`` so a
+    checkpoint trained on it says which users it never saw."""
+    if not 0 <= fold < n_folds:
+        raise ConfigError(f"cold-start fold must be in [0, {n_folds}), got {fold}")
+    folds = cold_start_folds(ds, n_folds, seed)
+    mark = {"fold": fold, "n_folds": n_folds, "seed": seed}
+    return replace(ds, interactions=folds[fold].train, extra={**ds.extra, "cold_start_fold": mark})

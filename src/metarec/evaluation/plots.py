@@ -90,3 +90,31 @@ def plot_metric_bars(results: Sequence[ResultRow], metric: str, path: str | Path
     ax.set_xlim(left=min(0.0, *means), right=top * 1.2 if top > 0 else 1.0)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_metric_by(results: Sequence[ResultRow], metric: str, x: str, path: str | Path) -> Path:
+    """One line per method: ``metric`` against the numeric setting ``x`` (e.g. K), with 95%
+    CI bands where the metric is {"mean", "ci95"}."""
+    lines: dict[str, list[tuple[float, float, float]]] = {}
+    for r in results:
+        if metric in r.metrics and x in r.setting:
+            mean, half = _mean_and_half_width(r.metrics[metric])
+            lines.setdefault(r.method, []).append((float(r.setting[x]), mean, half))
+    if not lines:
+        raise ValueError(f"no result row has metric '{metric}' and setting '{x}'")
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for method, points in lines.items():
+        xs, means, halves = (list(v) for v in zip(*sorted(points), strict=True))
+        (line,) = ax.plot(xs, means, marker="o", label=method)
+        lo = [m - h for m, h in zip(means, halves, strict=True)]
+        hi = [m + h for m, h in zip(means, halves, strict=True)]
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
+    ax.set_xscale("log")
+    ticks = sorted({p[0] for points in lines.values() for p in points})
+    ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2)
+    return _save(fig, path)

@@ -147,6 +147,9 @@ class MetaLearner:
             {"name": "start", "params": owned if mode != "hyper" else []},
             {"name": "hyper", "params": list(self.rule.tensors().values())},
         ]
+        hyper_lr = getattr(self.config, "hyper_lr", None)
+        if hyper_lr is not None:  # learned rates live in softplus space: they may move faster
+            groups[-1]["lr"] = hyper_lr
         return [g for g in groups if g["params"]]
 
     def query_loss(self, support: Any, query: Any) -> torch.Tensor:

@@ -38,9 +38,12 @@ class LearnedOptimConfig:
     first_order: bool = False
     meta_learn: str = "all"
     outer_lr: float = 1e-3
+    hyper_lr: float | None = None  # outer lr of the learned rates; None: outer_lr
 
     def __post_init__(self) -> None:
         check_loop(self)
+        if self.hyper_lr is not None and not self.hyper_lr >= 0:
+            raise ValueError(f"invalid hyper_lr: {self.hyper_lr}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.group_by not in GROUP_BY:

@@ -40,9 +40,12 @@ class MetaSGDConfig:
     first_order: bool = False
     meta_learn: str = "all"
     outer_lr: float = 1e-3
+    hyper_lr: float | None = None  # outer lr of the learned rates; None: outer_lr
 
     def __post_init__(self) -> None:
         check_loop(self)
+        if self.hyper_lr is not None and not self.hyper_lr >= 0:
+            raise ValueError(f"invalid hyper_lr: {self.hyper_lr}")
         if not self.alpha_init > 0:
             raise ValueError(f"alpha_init must be > 0, got {self.alpha_init}")
         if self.alpha_range is not None and not 0 < self.alpha_range[0] <= self.alpha_range[1]:

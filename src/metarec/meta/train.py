@@ -39,7 +39,7 @@ class MetaTrainConfig:
     max_steps: int = 1000
     eval_every: int = 50  # meta steps between validations
     patience: int = 5  # validations without improvement before stopping
-    time_budget_s: float | None = None  # wall time, meta steps and validations together
+    time_budget_s: float | None = 600.0  # wall time, meta steps and validations together
     seed: int = 0
     select: str = "NDCG@10"  # validation metric: NDCG@10 | Recall@10 (ranking tasks) | AUC (like)
     dropout: bool = False  # model in train mode (dropout on) during meta steps

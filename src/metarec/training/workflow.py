@@ -100,6 +100,8 @@ def _checkpoint(model, dataset, spec, config, state, text, metrics) -> Checkpoin
         "metrics": metrics,
         **text.info,
     }
+    if "cold_start_fold" in dataset.extra:  # trained on one fold's train users only
+        meta["cold_start_fold"] = dataset.extra["cold_start_fold"]
     return Checkpoint(model, "seqrec", dataset.users, dataset.items.ids, meta)
 
 

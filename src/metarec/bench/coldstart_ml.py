@@ -1,0 +1,262 @@
+"""PROTOCOLS.md coldstart-ml: new users with K interactions, every adaptation method in one run.
+
+Per fold (users split into ``n_folds`` with a seed; each fold in turn is the cold-start set):
+
+1. split the other users (seeded) into validation users (``valid_fraction``) and training users;
+2. pretrain SeqRec on the training users only (leave-one-out inside them for early stopping):
+   the validation users stay as unseen as the cold users, so selecting on them is honest;
+3. fine-tuning baselines (``finetune-all``, ``finetune-head``, ``lora``): the learning rate is
+   chosen from a grid on the validation users at K = ``select_k``;
+4. meta-learners (``maml``, ``fomaml``, ``reptile``, ``meta-sgd``), each from a copy of the
+   pretrained model, meta-trained on the meta-training users' tasks at every K >= 2 of the
+   protocol, early-stopped on the validation users' tasks at the same K;
+5. every method at every K on the cold users: NDCG@10 / Recall@10 of the query items over the
+   full catalogue minus the support items, AUC / log-loss of the like/click logit on the query
+   items against as many never-seen items, adaptation time of each user.
+
+The figures are averaged over folds with a 95% t-interval; the meta-learners are also compared
+with ``no-adapt`` and ``finetune-all`` fold by fold (paired differences with their interval).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from metarec.adapt.policies import PolicyConfig, make_policy
+from metarec.bench.cold_users import (
+    ColdUser,
+    MethodScores,
+    cold_users,
+    score_popularity,
+    score_users,
+)
+from metarec.bench.resources import peak_rss_mb, reset_peak_rss
+from metarec.data.loaders.registry import load_dataset
+from metarec.data.schema import Dataset
+from metarec.data.splits import cold_start_folds, fold_train_dataset, leave_one_out
+from metarec.errors import ConfigError
+from metarec.meta.inference import PolicyBundle
+from metarec.meta.inner_optim import adamw
+from metarec.meta.learners import LearnerSpec, build_learner
+from metarec.meta.maml import MAMLConfig
+from metarec.meta.meta_sgd import MetaSGDConfig
+from metarec.meta.reptile import ReptileConfig
+from metarec.meta.tasks import next_item_tasks
+from metarec.meta.train import MetaTrainConfig, meta_train
+from metarec.training.loop import TrainConfig
+from metarec.training.pretrain import prepare_next_item
+from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+
+PROTOCOL = "coldstart-ml"
+BASELINES = ("popularity", "no-adapt")
+FINETUNE = ("finetune-all", "finetune-head", "lora")
+META = ("maml", "fomaml", "reptile", "meta-sgd")
+METHODS = BASELINES + FINETUNE + META
+FINETUNE_POLICY = {"finetune-all": "all", "finetune-head": "head", "lora": "lora"}
+
+
+@dataclass(frozen=True)
+class ColdstartConfig:
+    data: str | None = None  # dataset name or path; None = bundled ml-latest-small
+    out: Path = Path("metarec-runs/coldstart-ml")
+    n_folds: int = 5
+    folds: tuple[int, ...] | None = None  # which folds to run; None: all
+    fold_seed: int = 0
+    ks: tuple[int, ...] = (1, 3, 5, 10, 20)
+    n_query: int = 20
+    methods: tuple[str, ...] = METHODS
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    pretrain: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=32, lr=2e-3, time_budget_s=180)
+    )
+    meta: MetaTrainConfig = field(
+        default_factory=lambda: MetaTrainConfig(
+            meta_batch_size=16, max_steps=1000, eval_every=20, patience=5, time_budget_s=120
+        )
+    )
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig("head"))
+    inner_lr: float = 0.05  # SGD inner loop of the meta-learners (Meta-SGD: the initial rate)
+    inner_steps: int = 3
+    finetune_steps: int = 5
+    finetune_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2)  # AdamW, chosen on validation users
+    select_k: int = 5
+    valid_fraction: float = 0.1
+    progress: bool = True
+    quick: bool = False  # smoke-test budgets: marked in metrics.json, never a reported result
+    title: str = "coldstart-ml: new users with K interactions"
+
+    def __post_init__(self) -> None:
+        if unknown := [m for m in self.methods if m not in METHODS]:
+            raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        if not self.ks or any(isinstance(k, bool) or k < 1 for k in self.ks):
+            raise ConfigError(f"every K must be a positive integer, got {self.ks}")
+        if self.select_k < 2 or self.select_k not in self.ks:
+            raise ConfigError(f"select_k={self.select_k} must be one of ks {self.ks} and >= 2")
+        if self.folds is not None and not all(0 <= f < self.n_folds for f in self.folds):
+            raise ConfigError(f"folds {self.folds} must lie in [0, n_folds={self.n_folds})")
+        if self.inner_steps < 1 or self.finetune_steps < 1 or not self.finetune_lrs:
+            raise ConfigError("inner_steps and finetune_steps must be >= 1, finetune_lrs given")
+
+    def fold_list(self) -> tuple[int, ...]:
+        return tuple(range(self.n_folds)) if self.folds is None else self.folds
+
+    def learner_spec(self, method: str) -> LearnerSpec:
+        """The meta-learner a META method names, with this run's inner loop."""
+        steps, lr = self.inner_steps, self.inner_lr
+        if method in ("maml", "fomaml"):
+            config = MAMLConfig(inner_lr=lr, inner_steps=steps, first_order=method == "fomaml")
+        elif method == "reptile":
+            config = ReptileConfig(inner_lr=lr, inner_steps=steps)
+        elif method == "meta-sgd":
+            config = MetaSGDConfig(alpha_init=lr, inner_steps=steps, per="tensor", hyper_lr=1e-2)
+        else:
+            raise ValueError(f"{method} is not a meta-learner")
+        return LearnerSpec(method, self.policy, config)
+
+
+@dataclass
+class FoldRun:
+    """One fold: per (method, K) the scores, per method its training cost."""
+
+    fold: int
+    scores: dict[tuple[str, int], MethodScores] = field(default_factory=dict)
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    chosen_lr: dict[str, float] = field(default_factory=dict)
+    pretrain: dict[str, float] = field(default_factory=dict)
+
+
+def run_coldstart_ml(cfg: ColdstartConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the protocol; returns {"results", "metrics_json", "report", "comparisons"}."""
+    from metarec.bench.coldstart_report import write_coldstart
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(cfg.data)
+    log(
+        f"dataset {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
+        f"{len(dataset.interactions):,} interactions"
+    )
+    text = item_text_features(dataset, cfg.spec, cfg.progress)
+    log(f"item text: {text.info.get('text_encode', '')}")
+    folds = cold_start_folds(dataset, cfg.n_folds, cfg.fold_seed)
+    runs = []
+    for index in cfg.fold_list():
+        runs.append(run_fold(cfg, dataset, folds[index], text, log))
+    return write_coldstart(cfg, dataset, runs, out)
+
+
+def run_fold(cfg: ColdstartConfig, dataset: Dataset, fold, text, log) -> FoldRun:
+    """Pretrain on the fold's train users, then every method on its cold users."""
+    run = FoldRun(fold.index)
+    say = lambda msg: log(f"[fold {fold.index}] {msg}")  # noqa: E731
+    rng = np.random.default_rng([cfg.fold_seed, fold.index])
+    users = rng.permutation(fold.train_users)
+    n_valid = max(1, round(cfg.valid_fraction * len(users)))
+    valid_inter = fold.train.take(np.isin(fold.train.user, users[:n_valid]))
+    meta_inter = fold.train.take(np.isin(fold.train.user, users[n_valid:]))
+    # validation users stay unseen, like the cold users: selection on them is honest
+    train_ds = replace(
+        fold_train_dataset(dataset, fold.index, cfg.n_folds, cfg.fold_seed),
+        interactions=meta_inter,
+    )
+    reset_peak_rss()
+    split = leave_one_out(train_ds)
+    data = prepare_next_item(split, dataset.n_users, dataset.n_items, cfg.spec.max_len)
+    trained = pretrain_seqrec(
+        train_ds,
+        data,
+        cfg.spec,
+        replace(cfg.pretrain, progress=cfg.progress),
+        text=text,
+    )
+    base = trained.model.eval()
+    run.pretrain = {**trained.state.cost(), "valid_NDCG@10": trained.valid["NDCG@10"]}
+    run.pretrain["peak_rss_mb"] = peak_rss_mb()
+    say(
+        f"pretrained on {len(users) - n_valid} users: valid NDCG@10 "
+        f"{trained.valid['NDCG@10']:.4f} in {run.pretrain['train_seconds']:.0f} s"
+    )
+    seed = (cfg.fold_seed, fold.index)
+    valid_users = cold_users(valid_inter, cfg.select_k, cfg.n_query, dataset.n_items, seed)
+    cold = {k: cold_users(fold.test, k, cfg.n_query, dataset.n_items, seed) for k in cfg.ks}
+    say(f"{len(fold.test_users)} cold users; {n_valid} validation users")
+
+    if "popularity" in cfg.methods:
+        counts = np.bincount(fold.train.item, minlength=dataset.n_items)
+        for k in cfg.ks:
+            run.scores[("popularity", k)] = score_popularity(counts, cold[k])
+    if "no-adapt" in cfg.methods:
+        for k in cfg.ks:
+            run.scores[("no-adapt", k)] = score_users(base, None, cold[k])
+    for method in (m for m in FINETUNE if m in cfg.methods):
+        reset_peak_rss()
+        start = time.perf_counter()
+        bundle, lr = _choose_finetune(cfg, base, FINETUNE_POLICY[method], valid_users)
+        run.chosen_lr[method] = lr
+        run.cost[method] = {"train_seconds": time.perf_counter() - start}
+        _score_all(run, method, base, bundle, cold)
+        run.cost[method]["peak_rss_mb"] = peak_rss_mb()
+        say(f"{method} (AdamW lr {lr:g}): {_brief(run, method, cfg.select_k)}")
+    meta_tasks = _meta_tasks(cfg, meta_inter)
+    valid_tasks = _meta_tasks(cfg, valid_inter)  # every K >= 2: less noise than one K
+    for method in (m for m in META if m in cfg.methods):
+        reset_peak_rss()
+        model = copy.deepcopy(base)
+        learner = build_learner(model, cfg.learner_spec(method))
+        meta_cfg = replace(cfg.meta, progress=cfg.progress, seed=cfg.fold_seed + fold.index)
+        res = meta_train(learner, meta_tasks, valid_tasks, meta_cfg)
+        run.curves[method] = res.curve
+        run.cost[method] = {
+            "train_seconds": res.wall_seconds,
+            "seconds_to_best": res.seconds_to_best,
+            "meta_steps": float(res.step),
+            "best_step": float(res.best_step),
+        }
+        _score_all(run, method, model.eval(), learner, cold)
+        run.cost[method]["peak_rss_mb"] = peak_rss_mb()
+        say(f"{method}: {res.stopped}; {_brief(run, method, cfg.select_k)}")
+    return run
+
+
+def _meta_tasks(cfg: ColdstartConfig, inter) -> list:
+    """Next-item tasks of every user at every K >= 2 of the protocol."""
+    tasks = []
+    for k in (k for k in cfg.ks if k >= 2):
+        tasks += next_item_tasks(inter, k, cfg.n_query, cfg.spec.max_len)
+    if not tasks:
+        raise ConfigError("no meta-training user has more than the smallest K interactions")
+    return tasks
+
+
+def _choose_finetune(
+    cfg: ColdstartConfig, base, policy_name: str, valid_users: list[ColdUser]
+) -> tuple[PolicyBundle, float]:
+    """The fine-tuning bundle whose AdamW learning rate scores best on the validation users."""
+    policy = make_policy(replace(cfg.policy, name=policy_name), base)
+    best: tuple[float, PolicyBundle | None, float] = (-1.0, None, 0.0)
+    for lr in cfg.finetune_lrs:
+        bundle = PolicyBundle(policy, adamw(lr), cfg.finetune_steps)
+        ndcg = float(np.mean(score_users(base, bundle, valid_users).ndcg))
+        if ndcg > best[0]:
+            best = (ndcg, bundle, lr)
+    assert best[1] is not None
+    return best[1], best[2]
+
+
+def _score_all(run: FoldRun, method: str, model, adapter, cold: dict[int, list[ColdUser]]):
+    """Every K; at K = 1 there is no transition to adapt on and the adapter's start is used
+    (a meta-learned initialisation still counts there)."""
+    for k, users in cold.items():
+        run.scores[(method, k)] = score_users(model, adapter, users)
+
+
+def _brief(run: FoldRun, method: str, k: int) -> str:
+    s = run.scores.get((method, k))
+    return "" if s is None else f"NDCG@10 at K={k}: {np.mean(s.ndcg):.4f}"
