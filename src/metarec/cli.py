@@ -308,6 +308,33 @@ def bench_coldstart_ml(
     typer.echo(f"metrics.json: {res['metrics_json']}")
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        list[Path], typer.Option(help="Checkpoint folder; repeat to offer several versions.")
+    ],
+    db: Annotated[str, typer.Option(help="Event store: sqlite:///PATH or a file path.")] = (
+        "metarec-events.db"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="METAREC_API_KEY", help="Required in X-API-Key for writes and admin."),
+    ] = None,
+) -> None:
+    """Serve recommendations over HTTP, adapting to new users at request time."""
+    import uvicorn
+
+    from metarec.serving import ServeSettings, create_app
+    from metarec.serving.registry import load_served_model
+
+    for path in model:  # a missing or corrupt checkpoint stops start-up with its message
+        load_served_model(path)
+    settings = ServeSettings(models=tuple(model), db=db, api_key=api_key)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
 def main() -> None:
     """Console entry point: library errors become one line on stderr and exit status 1."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

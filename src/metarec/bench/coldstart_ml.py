@@ -239,7 +239,7 @@ def _choose_finetune(
     cfg: ColdstartConfig, base, policy_name: str, valid_users: list[ColdUser]
 ) -> tuple[PolicyBundle, float]:
     """The fine-tuning bundle whose AdamW learning rate scores best on the validation users."""
-    policy = make_policy(replace(cfg.policy, name=policy_name), base)
+    policy = make_policy(PolicyConfig(policy_name), base)  # each policy's defaults
     best: tuple[float, PolicyBundle | None, float] = (-1.0, None, 0.0)
     for lr in cfg.finetune_lrs:
         bundle = PolicyBundle(policy, adamw(lr), cfg.finetune_steps)

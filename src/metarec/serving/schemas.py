@@ -1,0 +1,117 @@
+"""Request and response bodies of the HTTP API (pydantic), with their limits and examples.
+
+Limits that depend on the service's settings (batch length, k, items per request) are checked
+in the endpoints against ``ServeSettings``; the fixed ones (id length, finite numbers) here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Id = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+EventType = Literal["view", "click", "like", "dislike", "rating"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _finite(value: float | None, name: str) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return value
+
+
+class EventIn(_Strict):
+    user: str = Id
+    item: str = Id
+    type: EventType = "view"
+    value: float | None = Field(default=None, description="rating value, or any score")
+    timestamp: float | None = Field(
+        default=None, ge=0, description="seconds since the epoch; default: when it is received"
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _value_finite(cls, v: float | None) -> float | None:
+        return _finite(v, "value")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_finite(cls, v: float | None) -> float | None:
+        return _finite(v, "timestamp")
+
+
+class EventsIn(_Strict):
+    events: list[EventIn] = Field(min_length=1)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {"user": "42", "item": "1", "type": "view", "timestamp": 1700000000},
+                        {"user": "42", "item": "3114", "type": "rating", "value": 4.5},
+                    ]
+                }
+            ]
+        },
+    )
+
+
+class EventsAck(BaseModel):
+    stored: int = Field(description="events durably stored by this request")
+
+
+class RecommendedItem(BaseModel):
+    item: str
+    score: float
+    text: str = ""
+
+
+class Recommendations(BaseModel):
+    user: str | None
+    model_version: str
+    source: Literal["model", "popularity"]
+    adapted: bool = False
+    adapt_ms: float | None = None
+    items: list[RecommendedItem]
+
+
+class NewUserRequest(_Strict):
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    items: list[str] = Field(
+        min_length=1, description="the user's interactions, raw item ids, oldest first"
+    )
+    k: int = Field(default=10, ge=1)
+    adapt: bool = True
+    exclude_seen: bool = True
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"items": ["1", "50", "260", "296", "318"], "k": 10}]},
+    )
+
+    @field_validator("items")
+    @classmethod
+    def _ids(cls, items: list[str]) -> list[str]:
+        for i, raw in enumerate(items):
+            if not raw or len(raw) > 256:
+                raise ValueError(f"items[{i}] must be 1 to 256 characters")
+        return items
+
+
+class ModelVersion(BaseModel):
+    version: str
+    active: bool
+    loaded: bool
+    previous: bool
+
+
+class Activated(BaseModel):
+    active: str
+    previous: str | None

@@ -1,0 +1,297 @@
+"""The HTTP service over a SQLite event store, with two small checkpoint versions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from metarec.errors import CheckpointError, ConfigError, DataError
+from metarec.models import SeqRec, SeqRecConfig
+from metarec.serving import ServeSettings, create_app
+from metarec.serving.registry import load_served_model
+from metarec.serving.store import Event, SQLiteStore, open_store
+from metarec.training.checkpoint import Checkpoint, save_checkpoint
+from test_cli import run_cli
+
+N_ITEMS = 30
+ITEMS = [f"m{i}" for i in range(N_ITEMS)]
+
+
+def _checkpoint(path, seed):
+    torch.manual_seed(seed)
+    cfg = SeqRecConfig(
+        n_items=N_ITEMS, dim=16, n_layers=1, n_heads=2, max_len=8, dropout=0.0, item_repr="id"
+    )
+    ckpt = Checkpoint(SeqRec(cfg), "seqrec", ["u0"], ITEMS, {"dataset": "test"})
+    save_checkpoint(path, ckpt)
+    return path
+
+
+@pytest.fixture
+def versions(tmp_path):
+    return _checkpoint(tmp_path / "v1", 0), _checkpoint(tmp_path / "v2", 1)
+
+
+def _client(tmp_path, versions, **kw):
+    settings = ServeSettings(models=versions, db=str(tmp_path / "events.db"), **kw)
+    return TestClient(create_app(settings))
+
+
+def _events(user, items, start=1000.0):
+    return {
+        "events": [
+            {"user": user, "item": item, "type": "view", "timestamp": start + t}
+            for t, item in enumerate(items)
+        ]
+    }
+
+
+def test_events_are_stored_and_known_users_get_model_recommendations(tmp_path, versions):
+    with _client(tmp_path, versions) as client:
+        r = client.post("/events", json=_events("alice", ["m1", "m2", "m3"]))
+        assert r.status_code == 200 and r.json() == {"stored": 3}
+        r = client.get("/users/alice/recommendations", params={"k": 5})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["source"] == "model" and body["user"] == "alice"
+        got = [i["item"] for i in body["items"]]
+        assert len(got) == 5 and not {"m1", "m2", "m3"} & set(got)
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+        seen = client.get("/users/alice/recommendations", params={"k": 30, "exclude_seen": False})
+        assert len(seen.json()["items"]) == 30
+    assert SQLiteStore(tmp_path / "events.db").count_events() == 3  # still there after shutdown
+
+
+def test_unknown_users_get_popularity_never_an_error(tmp_path, versions):
+    with _client(tmp_path, versions) as client:
+        empty = client.get("/users/nobody/recommendations")
+        assert empty.status_code == 200 and empty.json()["items"] == []
+        client.post("/events", json=_events("a", ["m5", "m6"]))
+        client.post("/events", json=_events("b", ["m5", "not-in-catalogue"]))
+        r = client.get("/users/nobody/recommendations", params={"k": 3}).json()
+        assert r["source"] == "popularity"
+        assert [i["item"] for i in r["items"]] == ["m5", "m6"]  # unknown ids never come back
+        assert r["items"][0]["score"] == 2.0
+
+
+def test_new_users_are_adapted_at_request_time_and_cached(tmp_path, versions):
+    body = {"user": "new", "items": ["m1", "m4", "m9", "m2", "m7"], "k": 10}
+    with _client(tmp_path, versions) as client:
+        plain = client.post("/recommendations", json={**body, "adapt": False}).json()
+        first = client.post("/recommendations", json=body).json()
+        again = client.post("/recommendations", json=body).json()
+    assert plain["adapted"] is False and plain["adapt_ms"] is None
+    assert first["adapted"] is True and first["adapt_ms"] > 0
+    assert again["adapt_ms"] == 0.0 and again["items"] == first["items"]  # from the cache
+    assert [i["score"] for i in plain["items"]] != [i["score"] for i in first["items"]]
+    assert not set(body["items"]) & {i["item"] for i in first["items"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "payload", "status", "named"),
+    [
+        ("get", "/users/a/recommendations?k=0", None, 422, "k"),
+        ("get", "/users/a/recommendations?k=101", None, 422, "k"),
+        ("get", "/users/a/recommendations?k=abc", None, 422, "k"),
+        ("post", "/recommendations", {"items": ["m1", "zzz"]}, 422, "zzz"),
+        ("post", "/recommendations", {"items": []}, 422, "items"),
+        ("post", "/recommendations", {"items": ["m1"], "colour": 1}, 422, "colour"),
+        ("post", "/events", {"events": [{"user": "a", "item": "m1", "type": "buy"}]}, 422, "type"),
+        ("post", "/events", {"events": [{"user": "", "item": "m1"}]}, 422, "user"),
+        (
+            "post",
+            "/events",
+            {"events": [{"user": "a", "item": "m1", "timestamp": -1}]},
+            422,
+            "timestamp",
+        ),
+        ("post", "/events", {"events": []}, 422, "events"),
+        ("post", "/events", {"events": [{"user": "a", "item": "m1"}] * 1001}, 422, "events"),
+        ("post", "/models/0123456789abcdef/activate", None, 404, "version"),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(
+    tmp_path, versions, method, url, payload, status, named
+):
+    with _client(tmp_path, versions) as client:
+        r = getattr(client, method)(url, **({} if payload is None else {"json": payload}))
+        assert r.status_code == status, r.text
+        assert named in r.text
+        assert SQLiteStore(tmp_path / "events.db").count_events() == 0
+
+
+def test_oversized_bodies_are_refused_before_parsing(tmp_path, versions):
+    with _client(tmp_path, versions, max_body_bytes=2_000) as client:
+        r = client.post("/events", json=_events("a", ITEMS * 3))
+        assert r.status_code == 413 and "2000 bytes" in r.text
+
+
+def test_api_key_guards_writes_and_admin_only(tmp_path, versions):
+    with _client(tmp_path, versions, api_key="s3cret") as client:
+        assert client.post("/events", json=_events("a", ["m1"])).status_code == 401
+        assert client.get("/models").status_code == 401
+        ok = client.post("/events", json=_events("a", ["m1"]), headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        assert client.get("/users/a/recommendations").status_code == 200
+        assert client.get("/models", headers={"X-API-Key": "wrong"}).status_code == 401
+
+
+def test_activate_and_rollback_swap_the_served_version(tmp_path, versions):
+    v1 = load_served_model(versions[0]).version
+    v2 = load_served_model(versions[1]).version
+    assert v1 != v2
+    with _client(tmp_path, versions) as client:
+        listed = {m["version"]: m for m in client.get("/models").json()}
+        assert listed[v1]["active"] and not listed[v2]["active"]
+        assert client.post("/models/rollback").status_code == 409  # nothing before
+        r = client.post(f"/models/{v2}/activate").json()
+        assert r == {"active": v2, "previous": v1}
+        body = {"items": ["m1", "m2"], "adapt": False}
+        assert client.post("/recommendations", json=body).json()["model_version"] == v2
+        assert client.post("/models/rollback").json() == {"active": v1, "previous": v2}
+        assert client.get("/readyz").json() == {"ready": True, "model_version": v1}
+        text = client.get("/metrics").text
+        assert f'metarec_model_info{{version="{v1}"}} 1.0' in text
+        assert f'version="{v2}"' not in text
+        assert 'metarec_requests_total{method="POST",route="/recommendations",status="200"}' in text
+
+
+def test_no_request_fails_during_hot_swaps(tmp_path, versions):
+    v1 = load_served_model(versions[0]).version
+    v2 = load_served_model(versions[1]).version
+    statuses, stop = [], threading.Event()
+    with _client(tmp_path, versions) as client:
+
+        def load():
+            while not stop.is_set():
+                r = client.post("/recommendations", json={"items": ["m1", "m3", "m5"], "k": 5})
+                statuses.append((r.status_code, r.json()["model_version"]))
+
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for i in range(20):
+            assert client.post(f"/models/{(v2, v1)[i % 2]}/activate").status_code == 200
+        stop.set()
+        for w in workers:
+            w.join()
+    assert statuses and all(code == 200 for code, _ in statuses)
+    assert {v for _, v in statuses} <= {v1, v2}
+
+
+def test_a_corrupt_or_missing_checkpoint_stops_start_up(tmp_path, versions, monkeypatch, capsys):
+    broken = _checkpoint(tmp_path / "broken", 2)
+    weights = next(broken.glob("model-*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_served_model(broken)
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--model", str(broken))
+    assert code == 1 and "sha256" in err
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--model", str(tmp_path / "nothing"))
+    assert code == 1 and "not a metarec checkpoint" in err
+
+
+def test_store_migrations_and_bad_files(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'db' / 'e.db'}")
+    assert store.schema_version() == 1
+    store.add_events([Event("u", "i1", "view", 2.0), Event("u", "i2", "dislike", 3.0)])
+    store.add_events([Event("u", "i0", "like", 1.0)])
+    assert SQLiteStore(tmp_path / "db" / "e.db").user_items("u") == ["i0", "i1"]  # no dislike
+    with pytest.raises(DataError, match="event type"):
+        store.add_events([Event("u", "i3", "buy", 4.0)])
+    assert store.count_events() == 3
+    conn = sqlite3.connect(tmp_path / "db" / "e.db")
+    conn.execute("INSERT INTO schema_version VALUES (99)")
+    conn.commit()
+    with pytest.raises(DataError, match="newer"):
+        SQLiteStore(tmp_path / "db" / "e.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DataError, match=r"junk\.db"):
+        SQLiteStore(junk)
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        open_store("postgresql://localhost/metarec")
+    assert json.dumps(store.items()) == "[]"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(model, db, port):
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    code = "from metarec.cli import main; main()"
+    args = ["serve", "--model", str(model), "--db", str(db), "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not become ready in 60 s")
+
+
+@pytest.mark.slow
+def test_kill_9_during_ingestion_loses_no_acknowledged_event(tmp_path, versions):
+    """The server is killed with SIGKILL while batches stream in; every batch it acknowledged
+    is in the store afterwards, and a restarted server serves them."""
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    db, port = tmp_path / "events.db", _free_port()
+    proc = _start_server(versions[0], db, port)
+    acked: list[float] = []
+    url = f"http://127.0.0.1:{port}/events"
+    batch_no, killed_at = 0, time.monotonic() + 1.5
+    with httpx.Client(timeout=5) as client:
+        while True:
+            stamps = [batch_no * 100.0 + j for j in range(50)]
+            body = {
+                "events": [{"user": "k", "item": f"m{int(t) % 30}", "timestamp": t} for t in stamps]
+            }
+            try:
+                r = client.post(url, json=body)
+            except httpx.HTTPError:
+                break  # the server is gone
+            if r.status_code == 200:
+                acked += stamps
+            batch_no += 1
+            if time.monotonic() > killed_at and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL and len(acked) >= 100
+    stored = {e.timestamp for e in SQLiteStore(db).events_since(0.0)}
+    assert set(acked) <= stored
+    proc = _start_server(versions[0], db, port)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/users/k/recommendations", params={"k": 3})
+        assert r.status_code == 200 and r.json()["source"] == "model"
+    finally:
+        proc.terminate()
+        proc.wait(10)
