@@ -295,3 +295,64 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_event(tmp_path, versions)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _hybrid_checkpoint(path, seed=0):
+    """A text + id checkpoint whose text width is the bundled encoder's (384)."""
+    torch.manual_seed(seed)
+    cfg = SeqRecConfig(
+        n_items=N_ITEMS, dim=16, n_layers=1, n_heads=2, max_len=8, dropout=0.0, text_dim=384
+    )
+    model = SeqRec(cfg, torch.randn(N_ITEMS, 384) / 20)
+    save_checkpoint(path, Checkpoint(model, "seqrec", ["u0"], ITEMS, {"dataset": "test"}))
+    return path
+
+
+def test_new_items_are_scored_from_their_text_alone():
+    from metarec.models.seqrec import with_new_items
+
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(n_items=6, dim=8, n_layers=1, n_heads=2, max_len=4, text_dim=5)
+    model = SeqRec(cfg, torch.randn(6, 5)).eval()
+    new_text = torch.randn(2, 5)
+    grown = with_new_items(model, new_text).eval()
+    assert grown.config.n_items == 8 and model.config.n_items == 6
+    from metarec.meta.tasks import history_batch
+
+    batch = history_batch([0, 3, 2], 4)
+    with torch.no_grad():
+        before, after = model.score(batch), grown.score(batch)
+        assert torch.allclose(after[:, :6], before, atol=1e-6)  # old items unchanged
+        expected = grown.user_vectors(batch, grown.items.all_items()) @ (
+            model.items.text_proj(new_text).T
+        )
+        assert torch.allclose(after[:, 6:], expected, atol=1e-5)
+    id_only = SeqRec(SeqRecConfig(n_items=6, dim=8, n_heads=2, item_repr="id"))
+    with pytest.raises(ValueError, match="id-only"):
+        with_new_items(id_only, new_text)
+    with pytest.raises(ValueError, match="shape"):
+        with_new_items(model, torch.randn(2, 4))
+
+
+def test_post_items_makes_new_items_recommendable_and_keeps_them(tmp_path, versions):
+    hybrid = _hybrid_checkpoint(tmp_path / "hybrid")
+    new = {"items": [{"item": "fresh-1", "text": "A space adventure with robots"}]}
+    with _client(tmp_path, (hybrid,)) as client:
+        r = client.post("/items", json=new)
+        assert r.status_code == 200 and r.json() == {"stored": 1, "new": 1}
+        body = {"items": ["m1", "m2", "fresh-1"], "k": 31, "adapt": False, "exclude_seen": False}
+        got = client.post("/recommendations", json=body).json()["items"]
+        assert (
+            len(got) == 31
+            and {"item": "fresh-1"}.items()
+            <= {k: v for i in got if i["item"] == "fresh-1" for k, v in i.items()}.items()
+        )
+        assert next(i["text"] for i in got if i["item"] == "fresh-1") == new["items"][0]["text"]
+        again = client.post("/items", json=new).json()
+        assert again == {"stored": 1, "new": 0}
+    with _client(tmp_path, (hybrid,)) as client:  # a restart knows it from the store
+        ok = client.post("/recommendations", json={"items": ["fresh-1", "m3"], "k": 5})
+        assert ok.status_code == 200 and ok.json()["adapted"] is True
+    with _client(tmp_path / "other", versions) as client:  # id-only models refuse
+        r = client.post("/items", json=new)
+        assert r.status_code == 422 and "id only" in r.text

@@ -7,7 +7,7 @@ The model is plain: it knows nothing of meta-learning, PEFT or training loops. `
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -161,3 +161,32 @@ class SeqRec(nn.Module):
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
         return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def with_new_items(model: SeqRec, text_embeddings: torch.Tensor) -> SeqRec:
+    """A copy of ``model`` whose catalogue ends with M new items known by their text alone.
+
+    text_embeddings: (M, T) from the model's text encoder. The new items' id embeddings are zero
+    (in a hybrid model, as for an item whose id was dropped in training), so their vectors come
+    from the text adaptor; every old item scores exactly as before. ValueError for an id-only
+    model, which cannot score an item it was not trained on.
+    """
+    cfg = model.config
+    if cfg.item_repr == "id":
+        raise ValueError("an id-only model cannot score new items from their text")
+    if text_embeddings.dim() != 2 or text_embeddings.shape[1] != cfg.text_dim:
+        raise ValueError(
+            f"new items' text embeddings have shape {tuple(text_embeddings.shape)}, "
+            f"expected (M, {cfg.text_dim})"
+        )
+    old = model.items.text_embeddings
+    text = torch.cat([old, text_embeddings.to(old.dtype).to(old.device)])
+    grown = SeqRec(replace(cfg, n_items=cfg.n_items + len(text_embeddings)), text.cpu())
+    state = model.state_dict()
+    state["items.text_embeddings"] = text
+    if "items.id_embedding.weight" in state:
+        ids = state["items.id_embedding.weight"]
+        zeros = ids.new_zeros(len(text_embeddings), ids.shape[1])
+        state["items.id_embedding.weight"] = torch.cat([ids, zeros])
+    grown.load_state_dict(state)
+    return grown.to(old.device).train(model.training)

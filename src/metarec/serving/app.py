@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from metarec.serving.metrics import ServiceMetrics
 from metarec.serving.recommender import AdaptCache, Ranked, for_history, for_new_user
-from metarec.serving.registry import ModelRegistry
+from metarec.serving.registry import ModelRegistry, ServedModel
 from metarec.serving.schemas import (
     Activated,
     EventsAck,
     EventsIn,
+    ItemsAck,
+    ItemsIn,
     ModelVersion,
     NewUserRequest,
     Recommendations,
@@ -44,6 +47,7 @@ class ServeSettings:
     max_batch: int = 1_000  # events per POST /events
     max_k: int = 100
     max_items: int = 200  # interactions per POST /recommendations
+    max_new_items: int = 1_000  # items per POST /items
     adapt_cache_ttl_s: float = 300.0
     adapt_cache_size: int = 10_000
     history_limit: int = 200  # newest events of a user read from the store
@@ -60,6 +64,13 @@ class ServiceState:
     ready: bool = False
 
 
+def _encode_text(model: ServedModel, texts: list[str]) -> torch.Tensor:
+    """New items' text through the encoder the model was trained with (cached on disk)."""
+    from metarec.text.cache import encode_with_cache
+
+    return encode_with_cache(texts, model=model.text_model, progress=False)
+
+
 def _service(request: Request) -> ServiceState:
     return request.app.state.service
 
@@ -72,10 +83,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings.db)
         state = ServiceState(
             settings,
-            open_store(settings.db),
-            ModelRegistry(list(settings.models)),
+            store,
+            ModelRegistry(list(settings.models), added_items=store.items, encode=_encode_text),
             AdaptCache(settings.adapt_cache_ttl_s, settings.adapt_cache_size),
             ServiceMetrics(),
         )
@@ -181,6 +193,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
             model, s.store, s.cache, body.user, body.items, body.k, body.adapt, body.exclude_seen
         )
         return answer(s, body.user, model.version, ranked)
+
+    @app.post("/items", response_model=ItemsAck, dependencies=[Depends(require_key)])
+    def post_items(body: ItemsIn, s: Service) -> ItemsAck:
+        """Add items with their text; they are recommendable at once, scored from the text."""
+        if len(body.items) > settings.max_new_items:
+            raise HTTPException(
+                422, f"items: at most {settings.max_new_items} per request, got {len(body.items)}"
+            )
+        pairs = [(i.item, i.text) for i in body.items]
+        if s.registry.active.checkpoint.model.config.item_repr == "id":
+            raise HTTPException(
+                422, "items: the active model knows items by id only and cannot score new ones"
+            )
+        stored = s.store.add_items(pairs)
+        try:
+            new = s.registry.add_items(pairs)
+        except ValueError as e:
+            raise HTTPException(422, f"items: {e}") from None
+        return ItemsAck(stored=stored, new=new)
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -13,18 +13,25 @@ loaded for rollback.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from metarec.adapt.policies import PolicyConfig, make_policy
 from metarec.errors import CheckpointError, ConfigError
 from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint
 from metarec.meta.inference import PolicyBundle
 from metarec.meta.inner_optim import sgd
-from metarec.meta.learners import Learner
+from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
+from metarec.models.seqrec import with_new_items
 from metarec.training.checkpoint import CONFIG, Checkpoint, load_checkpoint, read_json
+
+Encoder = Callable[["ServedModel", list[str]], torch.Tensor]  # (model, texts) -> (M, T)
 
 DEFAULT_STEPS, DEFAULT_LR = 3, 0.05  # adaptation of a checkpoint without a meta-learner
 
@@ -37,6 +44,8 @@ class ServedModel:
     adapter: Learner | PolicyBundle
     item_text: list[str]
     item_index: dict[str, int]
+    spec: LearnerSpec | None = None  # the meta-learner's (None: the default fine-tuning)
+    added: int = 0  # items added after training (scored from their text)
     loaded_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
 
@@ -47,6 +56,29 @@ class ServedModel:
     @property
     def kind(self) -> str:
         return "meta" if not isinstance(self.adapter, PolicyBundle) else "pretrained"
+
+    @property
+    def text_model(self) -> str | None:
+        """The text encoder the item tower was trained with (None: the bundled default)."""
+        spec = self.checkpoint.meta.get("model_spec")
+        return spec.get("text_model") if isinstance(spec, dict) else None
+
+    def with_items(self, items: Sequence[tuple[str, str]], vectors: torch.Tensor) -> ServedModel:
+        """This version with ``items`` (id, text) appended, scored from ``vectors`` (M, T) of
+        their text; ValueError when the model cannot take new items."""
+        model = with_new_items(self.checkpoint.model, vectors).eval()
+        ids = [i for i, _ in items]
+        ckpt = replace(self.checkpoint, model=model, items=list(self.checkpoint.items) + ids)
+        return ServedModel(
+            self.version,
+            self.path,
+            ckpt,
+            _adapter_for(model, self.spec, self.adapter),
+            list(self.item_text) + [t for _, t in items],
+            {**self.item_index, **{raw: len(self.item_index) + j for j, raw in enumerate(ids)}},
+            self.spec,
+            self.added + len(ids),
+        )
 
 
 def checkpoint_version(path: Path) -> str:
@@ -63,26 +95,54 @@ def load_served_model(path: str | Path) -> ServedModel:
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise CheckpointError(f"{path}: no {CONFIG}; not a metarec checkpoint folder")
+    spec = None
     if (path / META_CONFIG).is_file():
         mc = load_meta_checkpoint(path)
-        ckpt, adapter, text = mc.checkpoint, mc.learner, mc.item_text
+        ckpt, adapter, text, spec = mc.checkpoint, mc.learner, mc.item_text, mc.spec
     else:
         ckpt = load_checkpoint(path)
         if ckpt.model_type != "seqrec":
             raise CheckpointError(
                 f"{path} holds a {ckpt.model_type} model; the service needs a seqrec checkpoint"
             )
-        policy = make_policy(PolicyConfig("head"), ckpt.model)
-        adapter, text = PolicyBundle(policy, sgd(DEFAULT_LR), DEFAULT_STEPS), None
+        adapter, text = _adapter_for(ckpt.model, None, None), None
     text = text or [""] * len(ckpt.items)
     index = {raw: i for i, raw in enumerate(ckpt.items)}
-    return ServedModel(checkpoint_version(path), path, ckpt, adapter, text, index)
+    return ServedModel(checkpoint_version(path), path, ckpt, adapter, text, index, spec)
+
+
+def _adapter_for(model, spec: LearnerSpec | None, old) -> Learner | PolicyBundle:
+    """The adapter over ``model``: the default fine-tuning bundle, or the meta-learner of
+    ``spec`` with the meta-learned tensors of ``old`` (same shapes) copied in."""
+    if spec is None:
+        return PolicyBundle(
+            make_policy(PolicyConfig("head"), model), sgd(DEFAULT_LR), DEFAULT_STEPS
+        )
+    learner = build_learner(model, spec)
+    if old is not None:
+        new, before = live_meta_tensors(learner), live_meta_tensors(old)
+        with torch.no_grad():
+            for name, tensor in new.items():
+                if tensor.shape != before[name].shape:
+                    raise ValueError(
+                        f"the meta-learned {name} has one entry per catalogue item; new items "
+                        "need the model meta-trained again"
+                    )
+                tensor.copy_(before[name])
+    return learner
 
 
 class ModelRegistry:
     """The versions a service may serve, the active one and the one before it."""
 
-    def __init__(self, paths: list[Path], active: str | None = None):
+    def __init__(
+        self,
+        paths: list[Path],
+        active: str | None = None,
+        added_items: Callable[[], list[tuple[str, str]]] = list,
+        encode: Encoder | None = None,
+    ):
+        self._added_items, self._encode = added_items, encode
         if not paths:
             raise ConfigError("the service needs at least one model checkpoint")
         self._paths: dict[str, Path] = {}
@@ -100,8 +160,37 @@ class ModelRegistry:
         model = self._loaded.get(version)
         if model is None:
             model = load_served_model(self._paths[version])
+            # a version that cannot take the added items serves its own catalogue
+            with contextlib.suppress(ValueError):
+                model = self._grown(model, self._added_items())
             self._loaded[version] = model
         return model
+
+    def _grown(self, model: ServedModel, items: Sequence[tuple[str, str]]) -> ServedModel:
+        """``model`` with those of ``items`` it does not know yet (text-only models skip none;
+        an id-only model stays as it is)."""
+        new = [(i, t) for i, t in items if i not in model.item_index]
+        if not new or self._encode is None or model.checkpoint.model.config.item_repr == "id":
+            return model
+        return model.with_items(new, self._encode(model, [t for _, t in new]))
+
+    def add_items(self, items: Sequence[tuple[str, str]]) -> int:
+        """Make ``items`` recommendable in every loaded version at once; returns how many are
+        new to the active one. ValueError when the active model cannot take new items."""
+        with self._lock:
+            active = self._active
+            if active.checkpoint.model.config.item_repr == "id":
+                raise ValueError(
+                    f"model version {active.version} knows items by id only; it cannot score "
+                    "new items from their text"
+                )
+            fresh = sum(i not in active.item_index for i, _ in items)
+            for version, model in list(self._loaded.items()):
+                grown = self._grown(model, items)
+                self._loaded[version] = grown
+                if model is self._active:
+                    self._active = grown
+            return fresh
 
     @property
     def active(self) -> ServedModel:

@@ -115,3 +115,24 @@ class ModelVersion(BaseModel):
 class Activated(BaseModel):
     active: str
     previous: str | None
+
+
+class ItemIn(_Strict):
+    item: str = Id
+    text: str = Field(min_length=1, max_length=4_000, description="title, genres, description")
+
+
+class ItemsIn(_Strict):
+    items: list[ItemIn] = Field(min_length=1)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"items": [{"item": "new-1", "text": "Space Odyssey 2 (2031) Sci-Fi"}]}]
+        },
+    )
+
+
+class ItemsAck(BaseModel):
+    stored: int = Field(description="items stored (new or with new text)")
+    new: int = Field(description="items the active model did not know before")
