@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 
@@ -197,27 +196,84 @@ def test_a_corrupt_or_missing_checkpoint_stops_start_up(tmp_path, versions, monk
     assert code == 1 and "not a metarec checkpoint" in err
 
 
-def test_store_migrations_and_bad_files(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'db' / 'e.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The same tests on both event-store backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'e.db'}"
+    return request.getfixturevalue("pg_database")
+
+
+def test_store_keeps_histories_in_time_order(store_url):
+    store = open_store(store_url)
     assert store.schema_version() == 1
     store.add_events([Event("u", "i1", "view", 2.0), Event("u", "i2", "dislike", 3.0)])
-    store.add_events([Event("u", "i0", "like", 1.0)])
-    assert SQLiteStore(tmp_path / "db" / "e.db").user_items("u") == ["i0", "i1"]  # no dislike
+    store.add_events([Event("u", "i0", "like", 1.0, 5.0), Event("v", "i1", "click", 9.0)])
+    again = open_store(store_url)  # a second store (process) on the same data
+    assert again.user_items("u") == ["i0", "i1"]  # oldest first, no dislike
+    assert again.user_items("u", limit=1) == ["i1"]
+    assert again.item_counts(5) == [("i1", 2), ("i0", 1)]
+    assert [e.value for e in again.events_since(0.0) if e.item == "i0"] == [5.0]
     with pytest.raises(DataError, match="event type"):
-        store.add_events([Event("u", "i3", "buy", 4.0)])
-    assert store.count_events() == 3
-    conn = sqlite3.connect(tmp_path / "db" / "e.db")
+        store.add_events([Event("u", "i3", "view", 4.0), Event("u", "i3", "buy", 4.0)])
+    assert store.count_events() == 4  # the refused batch left nothing behind
+    store.add_items([("n1", "first text")])
+    store.add_items([("n1", "second text"), ("n2", "other")])
+    assert again.items() == [("n1", "second text"), ("n2", "other")]
+    assert store.migrate() == 1 and store.ping()
+
+
+def test_concurrent_writers_lose_nothing(store_url):
+    store = open_store(store_url)
+    errors = []
+
+    def write(worker: int) -> None:
+        try:
+            for batch in range(25):
+                events = [
+                    Event(f"w{worker}", f"i{j}", "view", batch * 100.0 + j) for j in range(20)
+                ]
+                assert store.add_events(events) == 20
+        except Exception as e:  # collected: a failed writer must fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count_events() == 4 * 25 * 20
+    assert all(len(store.user_items(f"w{w}")) == 500 for w in range(4))
+
+
+def test_store_refuses_newer_schemas_and_bad_files(tmp_path, pg_database):
+    path = tmp_path / "e.db"
+    open_store(path).add_events([Event("u", "i", "view", 1.0)])
+    conn = sqlite3.connect(path)
     conn.execute("INSERT INTO schema_version VALUES (99)")
     conn.commit()
     with pytest.raises(DataError, match="newer"):
-        SQLiteStore(tmp_path / "db" / "e.db")
+        SQLiteStore(path)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
     with pytest.raises(DataError, match=r"junk\.db"):
         SQLiteStore(junk)
-    with pytest.raises(ConfigError, match="PostgreSQL"):
-        open_store("postgresql://localhost/metarec")
-    assert json.dumps(store.items()) == "[]"
+    with pytest.raises(ConfigError, match="expected postgresql"):
+        open_store("mysql://localhost/metarec")
+    base = pg_database.rpartition("/")[0]
+    with pytest.raises(DataError, match="cannot connect"):
+        open_store(f"{base}/no_such_database")
+
+
+def test_the_service_runs_on_postgresql(tmp_path, versions, pg_database):
+    settings = ServeSettings(models=versions, db=pg_database)
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/events", json=_events("p", ["m1", "m2"])).json() == {"stored": 2}
+        r = client.get("/users/p/recommendations", params={"k": 4}).json()
+        assert r["source"] == "model" and len(r["items"]) == 4
+        assert client.get("/readyz").status_code == 200
+    assert open_store(pg_database).user_items("p") == ["m1", "m2"]
 
 
 def _free_port() -> int:

@@ -33,7 +33,7 @@ from metarec.serving.schemas import (
     Recommendations,
     RecommendedItem,
 )
-from metarec.serving.store import Event, SQLiteStore, open_store
+from metarec.serving.store import Event, EventStore, open_store
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -57,7 +57,7 @@ class ServeSettings:
 @dataclass(eq=False)
 class ServiceState:
     settings: ServeSettings
-    store: SQLiteStore
+    store: EventStore
     registry: ModelRegistry
     cache: AdaptCache
     metrics: ServiceMetrics

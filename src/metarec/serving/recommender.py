@@ -18,7 +18,7 @@ import torch
 
 from metarec.meta.inference import adapt_user, recommend
 from metarec.serving.registry import ServedModel
-from metarec.serving.store import SQLiteStore
+from metarec.serving.store import EventStore
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def rank(
 
 
 def popular(
-    model: ServedModel, store: SQLiteStore, k: int, exclude: Sequence[str] = ()
+    model: ServedModel, store: EventStore, k: int, exclude: Sequence[str] = ()
 ) -> list[tuple[str, float, str]]:
     """The cold-start answer: the most frequent items in the store that the model knows."""
     banned = set(exclude)
@@ -100,7 +100,7 @@ def popular(
 
 
 def for_history(
-    model: ServedModel, store: SQLiteStore, raw_history: Sequence[str], k: int, exclude_seen: bool
+    model: ServedModel, store: EventStore, raw_history: Sequence[str], k: int, exclude_seen: bool
 ) -> Ranked:
     """A known user's recommendations; popularity when none of its items is in the model."""
     history = known_indices(model, raw_history)
@@ -111,7 +111,7 @@ def for_history(
 
 def for_new_user(
     model: ServedModel,
-    store: SQLiteStore,
+    store: EventStore,
     cache: AdaptCache,
     user: str | None,
     raw_items: Sequence[str],
