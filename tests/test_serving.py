@@ -408,3 +408,37 @@ def test_post_items_makes_new_items_recommendable_and_keeps_them(tmp_path, versi
     with _client(tmp_path / "other", versions) as client:  # id-only models refuse
         r = client.post("/items", json=new)
         assert r.status_code == 422 and "id only" in r.text
+
+
+@pytest.mark.slow
+def test_serve_load_bench_end_to_end(tmp_path):
+    """serve-load on a tiny catalogue: the server as a subprocess, the load from another one."""
+    from metarec.bench.serve_load import ServeLoadConfig, run_serve_load
+    from metarec.data.loaders.registry import load_dataset
+    from metarec.evaluation.report import read_metrics_json
+
+    lines = ["user,item,ts"]
+    lines += [f"u{u},m{(u * 7 + t) % N_ITEMS},{t}" for u in range(12) for t in range(8)]
+    csv = tmp_path / "inter.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    ds = load_dataset(csv)
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(n_items=ds.n_items, dim=16, n_layers=1, n_heads=2, max_len=8, item_repr="id")
+    model = save_checkpoint(
+        tmp_path / "model", Checkpoint(SeqRec(cfg), "seqrec", ds.users, ds.items.ids, {})
+    )
+    rates = {"known-user": 30.0, "new-user": 10.0, "ingest": 10.0}
+    run = ServeLoadConfig(
+        model=model, data=str(csv), out=tmp_path / "out", seconds=1.5, rates=rates
+    )
+    res = run_serve_load(run, log=lambda m: None)
+    doc = read_metrics_json(res["metrics_json"])
+    got = {r["setting"]["mix"]: r for r in doc["results"]}
+    assert set(got) == {"known-user", "new-user", "ingest"}
+    for row in got.values():
+        assert row["metrics"]["errors"] == 0 and row["metrics"]["rps"] > 3
+        assert 0 < row["metrics"]["p50_ms"] <= row["metrics"]["p99_ms"]
+        assert row["cost"]["peak_rss_mb"] > 50
+    ingest = got["ingest"]["metrics"]
+    assert ingest["events_acked"] == ingest["events_stored"] > 0
+    assert doc["seed_events_per_s"] > 0

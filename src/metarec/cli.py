@@ -308,6 +308,39 @@ def bench_coldstart_ml(
     typer.echo(f"metrics.json: {res['metrics_json']}")
 
 
+@bench_app.command("serve-load")
+def bench_serve_load(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder to serve.")],
+    data: DataOpt = None,
+    db: Annotated[
+        str | None, typer.Option(help="Event store URL (default: a fresh SQLite file in --out).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/serve-load"),
+    seconds: Annotated[float, typer.Option(help="Seconds per mix.")] = 20.0,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(help="Offered requests/s per mix, e.g. known-user=100; repeat."),
+    ] = None,
+) -> None:
+    """PROTOCOLS.md serve-load: metarec serve under load from a separate process."""
+    from metarec.bench.serve_load import DEFAULT_RATES, ServeLoadConfig, run_serve_load
+    from metarec.evaluation.report import format_table
+
+    rates = dict(DEFAULT_RATES)
+    for item in rate or []:
+        name, _, value = item.partition("=")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--rate {item!r}: expected MIX=NUMBER") from None
+    _writable_folder(out)
+    cfg = ServeLoadConfig(model=model, data=data, db=db, out=out, seconds=seconds, rates=rates)
+    res = run_serve_load(cfg, log=_say)
+    typer.echo(format_table(res["results"], ["rps", "p50_ms", "p99_ms", "errors"]))
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
+
+
 @app.command()
 def serve(
     model: Annotated[
