@@ -71,6 +71,25 @@ def test_checkpoint_round_trip_gives_identical_scores(setup, tmp_path):
     assert again == pytest.approx(res.test, abs=1e-7)
 
 
+def test_a_loaded_checkpoint_saved_with_new_weights_names_the_new_file(setup, tmp_path):
+    """A loaded checkpoint's meta holds the old weights_file / sha256; saving it with changed
+    weights (what refresh does) must write and name the new ones."""
+    from dataclasses import replace
+
+    from metarec.training.checkpoint import save_checkpoint
+
+    ds, data = setup
+    pretrain_seqrec(ds, data, SPEC, _config(max_epochs=1), out=tmp_path / "a", text=NO_TEXT)
+    ckpt = load_checkpoint(tmp_path / "a")
+    with torch.no_grad():
+        ckpt.model.norm.bias.add_(1.0)
+    save_checkpoint(tmp_path / "b", replace(ckpt, meta={**ckpt.meta, "note": "changed"}))
+    again = load_checkpoint(tmp_path / "b")
+    assert again.meta["note"] == "changed"
+    assert again.meta["weights_sha256"] != ckpt.meta["weights_sha256"]
+    assert torch.equal(again.model.norm.bias, ckpt.model.norm.bias)
+
+
 def test_resume_continues_exactly(setup, tmp_path):
     ds, data = setup
     straight = pretrain_seqrec(

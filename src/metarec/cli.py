@@ -355,6 +355,10 @@ def serve(
         str | None,
         typer.Option(envvar="METAREC_API_KEY", help="Required in X-API-Key for writes and admin."),
     ] = None,
+    registry: Annotated[
+        list[Path] | None,
+        typer.Option(help="Folder whose subfolders are more versions (metarec refresh --out)."),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP, adapting to new users at request time."""
     import uvicorn
@@ -364,8 +368,70 @@ def serve(
 
     for path in model:  # a missing or corrupt checkpoint stops start-up with its message
         load_served_model(path)
-    settings = ServeSettings(models=tuple(model), db=db, api_key=api_key)
+    settings = ServeSettings(
+        models=tuple(model), db=db, api_key=api_key, registry=tuple(registry or ())
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def refresh(
+    db: Annotated[str, typer.Option(help="Event store: sqlite:///PATH, postgresql://... or path.")],
+    base: Annotated[Path, typer.Option(help="Checkpoint to re-fine-tune.")],
+    out: Annotated[Path, typer.Option(help="Registry folder for the new version.")],
+    since: Annotated[
+        float | None, typer.Option(help="Events received after (epoch s); default: since base.")
+    ] = None,
+    window: Annotated[
+        float, typer.Option(help="Most recent fraction: the evaluation window.")
+    ] = 0.1,
+    gate: Annotated[float, typer.Option(help="Largest NDCG@10 drop still accepted.")] = 0.0,
+    time_budget: Annotated[float, typer.Option(help="Fine-tuning seconds.")] = 300.0,
+    activate_url: Annotated[
+        str | None, typer.Option(help="Service to activate an accepted version in.")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="METAREC_API_KEY")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Run again after this long (e.g. 30m, 1h); default once.")
+    ] = None,
+) -> None:
+    """Re-fine-tune a model on the events since it was made; register it, gated."""
+    from dataclasses import replace
+
+    from metarec.serving.refresh import RefreshConfig
+    from metarec.serving.refresh import refresh as run_refresh
+
+    cfg = RefreshConfig(
+        db=db,
+        base=base,
+        out=out,
+        since=since,
+        window=window,
+        gate=gate,
+        activate_url=activate_url,
+        api_key=api_key,
+    )
+    cfg = replace(cfg, train=replace(cfg.train, time_budget_s=time_budget))
+    period = _duration_s(every) if every else None
+    while True:
+        res = run_refresh(cfg, log=_say)
+        typer.echo(f"version: {res.path}\nreport:  {res.report}")
+        if period is None:
+            return
+        if res.accepted:  # the next round starts from the version just made
+            cfg = replace(cfg, base=res.path, since=None)
+        time.sleep(period)
+
+
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise ConfigError(f"--every {text!r}: expected a number with s, m, h or d") from None
+    if value <= 0:
+        raise ConfigError(f"--every {text!r} must be positive")
+    return value
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ API_KEY_HEADER = "X-API-Key"
 @dataclass(frozen=True)
 class ServeSettings:
     models: tuple[Path, ...]  # checkpoint folders; the first is active at start-up
+    registry: tuple[Path, ...] = ()  # folders whose subfolders are more versions (refresh)
     db: str = "metarec-events.db"  # sqlite:///PATH or a file path
     api_key: str | None = None
     max_body_bytes: int = 1_000_000
@@ -87,7 +88,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         state = ServiceState(
             settings,
             store,
-            ModelRegistry(list(settings.models), added_items=store.items, encode=_encode_text),
+            ModelRegistry(
+                list(settings.models),
+                added_items=store.items,
+                encode=_encode_text,
+                folders=settings.registry,
+            ),
             AdaptCache(settings.adapt_cache_ttl_s, settings.adapt_cache_size),
             ServiceMetrics(),
         )
@@ -233,7 +239,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/models", response_model=list[ModelVersion], dependencies=[Depends(require_key)])
     def models(s: Service) -> list[ModelVersion]:
-        """The versions this service may serve."""
+        """The versions this service may serve (registry folders are scanned again)."""
+        s.registry.rescan()
         return [ModelVersion(**v) for v in s.registry.versions()]
 
     @app.post(

@@ -141,20 +141,38 @@ class ModelRegistry:
         active: str | None = None,
         added_items: Callable[[], list[tuple[str, str]]] = list,
         encode: Encoder | None = None,
+        folders: Sequence[Path] = (),
     ):
         self._added_items, self._encode = added_items, encode
+        self._folders = [Path(f) for f in folders]
         if not paths:
             raise ConfigError("the service needs at least one model checkpoint")
         self._paths: dict[str, Path] = {}
         for p in paths:
             self._paths.setdefault(checkpoint_version(Path(p)), Path(p))
+        self.rescan()
         self._loaded: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         first = active or checkpoint_version(Path(paths[0]))
         self._active = self._load(first)
         self._previous: str | None = None
 
+    def rescan(self) -> int:
+        """Pick up checkpoint folders that appeared in the registry folders (``metarec refresh``
+        writes new versions there); returns how many versions are known."""
+        for folder in self._folders:
+            if not folder.is_dir():
+                continue
+            for sub in sorted(folder.iterdir()):
+                if sub.name.startswith(".") or not (sub / CONFIG).is_file():
+                    continue
+                with contextlib.suppress(CheckpointError):  # half-written or foreign: skip
+                    self._paths.setdefault(checkpoint_version(sub), sub)
+        return len(self._paths)
+
     def _load(self, version: str) -> ServedModel:
+        if version not in self._paths:
+            self.rescan()
         if version not in self._paths:
             raise KeyError(version)
         model = self._loaded.get(version)

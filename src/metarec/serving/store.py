@@ -174,6 +174,10 @@ class EventStore:
         )
         return [Event(u, i, t, ts, v) for u, i, t, ts, v in rows]
 
+    def last_received(self) -> float:
+        """When the newest event was received (0.0 for an empty store)."""
+        return float(self._query("SELECT MAX(received) FROM events")[0][0] or 0.0)
+
     def item_counts(self, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` items with most non-negative events, most first."""
         marks = ",".join("?" * len(NEGATIVE_TYPES))

@@ -86,6 +86,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, weights: dict | None = N
     weights_file = f"model-{digest[:16]}.safetensors"
     os.replace(staging, path / weights_file)
     config = {
+        **ckpt.meta,  # first: a loaded checkpoint's meta carries the keys written below
         "format_version": FORMAT_VERSION,
         "model_type": _model_type(ckpt.model),
         "model_config": ckpt.model.config.to_dict(),
@@ -94,7 +95,6 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, weights: dict | None = N
         "versions": versions(),
         "weights_file": weights_file,
         "weights_sha256": digest,
-        **ckpt.meta,
     }
     atomic_json(path / CONFIG, config)
     for old in path.glob("model-*.safetensors"):
