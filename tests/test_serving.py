@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 
@@ -442,3 +443,18 @@ def test_serve_load_bench_end_to_end(tmp_path):
     ingest = got["ingest"]["metrics"]
     assert ingest["events_acked"] == ingest["events_stored"] > 0
     assert doc["seed_events_per_s"] > 0
+
+
+def test_chunked_bodies_over_the_limit_are_refused(tmp_path, versions):
+    body = json.dumps(_events("a", ITEMS * 3)).encode()
+    assert len(body) > 2_000
+    with _client(tmp_path, versions, max_body_bytes=2_000) as client:
+        chunks = (body[i : i + 500] for i in range(0, len(body), 500))  # no Content-Length
+        r = client.post("/events", content=chunks, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "2000 bytes" in r.text
+        small = json.dumps(_events("a", ["m1"])).encode()
+        r = client.post(
+            "/events", content=iter([small]), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200 and r.json() == {"stored": 1}
+    assert SQLiteStore(tmp_path / "events.db").count_events() == 1

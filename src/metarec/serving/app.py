@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -65,6 +65,36 @@ class ServiceState:
     ready: bool = False
 
 
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``limit`` bytes, by its Content-Length or, for a
+    chunked body, as soon as the bytes received pass the limit (nothing larger is buffered)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body larger than {self.limit} bytes"
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await JSONResponse({"detail": detail}, 413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def _encode_text(model: ServedModel, texts: list[str]) -> torch.Tensor:
     """New items' text through the encoder the model was trained with (cached on disk)."""
     from metarec.text.cache import encode_with_cache
@@ -108,14 +138,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         summary="Recommendations that adapt to a new user at request time.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse(
-                {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, 413
-            )
+    async def request_metrics(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
         service = getattr(request.app.state, "service", None)
