@@ -458,3 +458,54 @@ def test_chunked_bodies_over_the_limit_are_refused(tmp_path, versions):
         )
         assert r.status_code == 200 and r.json() == {"stored": 1}
     assert SQLiteStore(tmp_path / "events.db").count_events() == 1
+
+
+def test_items_add_grows_a_checkpoint_without_retraining(tmp_path, monkeypatch, capsys):
+    from metarec.meta.tasks import history_batch
+    from metarec.training.checkpoint import load_checkpoint
+
+    base = _hybrid_checkpoint(tmp_path / "base")
+    table = tmp_path / "new.csv"
+    table.write_text("item_id,text\nz1,A quiet film about the sea\nz2,Loud robots fight\n")
+    args = ["items", "add", "--model", str(base), "--items", str(table), "--out"]
+    code, out, err = run_cli(monkeypatch, capsys, *args, str(tmp_path / "grown"))
+    assert code == 0, err
+    assert "added 2 items: 32 in the catalogue" in out
+    old, new = load_checkpoint(base), load_checkpoint(tmp_path / "grown")
+    assert new.items == [*ITEMS, "z1", "z2"] and new.meta["items_added"] == 2
+    batch = history_batch([1, 5, 7], 8)
+    with torch.no_grad():
+        assert torch.allclose(
+            new.model.score(batch)[:, :N_ITEMS], old.model.score(batch), atol=1e-5
+        )
+    code, _, err = run_cli(monkeypatch, capsys, *args, str(tmp_path / "again"))
+    assert code == 0
+    clash = tmp_path / "clash.csv"
+    clash.write_text("item_id,text\nm3,Already there\n")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "items",
+        "add",
+        "--model",
+        str(base),
+        "--items",
+        str(clash),
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert code == 1 and "'m3'" in err and "already in the catalogue" in err
+    id_only = _checkpoint(tmp_path / "ids", 0)
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "items",
+        "add",
+        "--model",
+        str(id_only),
+        "--items",
+        str(table),
+        "--out",
+        str(tmp_path / "y"),
+    )
+    assert code == 1 and "by id only" in err

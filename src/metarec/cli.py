@@ -27,6 +27,8 @@ bench_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+items_app = typer.Typer(help="Grow a model's item catalogue.", no_args_is_help=True)
+app.add_typer(items_app, name="items")
 
 DataOpt = Annotated[
     str | None,
@@ -339,6 +341,24 @@ def bench_serve_load(
     typer.echo(format_table(res["results"], ["rps", "p50_ms", "p99_ms", "errors"]))
     typer.echo(f"report:       {res['report']}")
     typer.echo(f"metrics.json: {res['metrics_json']}")
+
+
+@items_app.command("add")
+def items_add(
+    model: Annotated[Path, typer.Option(help="Checkpoint (text or hybrid seqrec).")],
+    items: Annotated[Path, typer.Option(help="CSV/TSV/Parquet with item ids and text.")],
+    out: Annotated[Path, typer.Option(help="Folder for the grown checkpoint.")],
+    id_column: Annotated[str, typer.Option(help="Column of item ids.")] = "item_id",
+    text_column: Annotated[list[str] | None, typer.Option(help="Text column(s); repeat.")] = None,
+) -> None:
+    """Add items to a trained model; they are scored from their text, without retraining."""
+    from metarec.data.loaders.generic import read_item_text
+    from metarec.training.catalogue import add_items
+
+    _writable_folder(out)
+    ids, texts = read_item_text(items, id_column, tuple(text_column or ["text"]))
+    grown, n = add_items(model, ids, texts, out)
+    typer.echo(f"added {n} items: {len(grown.items):,} in the catalogue\ncheckpoint: {out}")
 
 
 @app.command()
