@@ -338,6 +338,25 @@ def bench_coldstart_ml(
     typer.echo(f"metrics.json: {res['metrics_json']}")
 
 
+@bench_app.command("train-throughput")
+def bench_train_throughput(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path(
+        "metarec-runs/train-throughput"
+    ),
+    data: DataOpt = None,
+    scale: Annotated[list[int] | None, typer.Option(help="Scale factor; repeat.")] = None,
+    steps: Annotated[int, typer.Option(help="Timed pretraining steps.")] = 100,
+) -> None:
+    """PROTOCOLS.md train-throughput: rates against the machine's peak, and growth."""
+    from metarec.bench.throughput import ThroughputConfig, run_throughput
+
+    _writable_folder(out)
+    cfg = ThroughputConfig(data=data, out=out, steps=steps, scales=tuple(scale or (1, 2, 4, 8)))
+    res = run_throughput(cfg, log=_say)
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
+
+
 @bench_app.command("serve-load")
 def bench_serve_load(
     model: Annotated[Path, typer.Option(help="Checkpoint folder to serve.")],

@@ -118,3 +118,26 @@ def plot_metric_by(results: Sequence[ResultRow], metric: str, x: str, path: str 
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
     return _save(fig, path)
+
+
+def plot_scaling(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    xlabel: str = "size",
+    ylabel: str = "seconds",
+) -> Path:
+    """Log-log lines of (size, cost) points, one per named series, with a dashed linear guide
+    through each series' first point."""
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for name, points in series.items():
+        xs, ys = (list(v) for v in zip(*sorted(points), strict=True))
+        (line,) = ax.plot(xs, ys, marker="o", label=name)
+        ax.plot(xs, [ys[0] * x / xs[0] for x in xs], ls="--", color=line.get_color(), alpha=0.4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
