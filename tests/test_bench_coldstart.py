@@ -139,3 +139,21 @@ def test_coldstart_runner_writes_every_method_and_k(small_dataset, tmp_path, mon
     report = res["report"].read_text()
     assert "ndcg_by_k.png" in report and (tmp_path / "out" / "ndcg_by_k.png").stat().st_size > 0
     assert "maml vs no-adapt at K=3" in report
+    assert "## NDCG@10 by K" in report and "| maml | no-adapt | 3 |" in report
+    pivot = report.split("## NDCG@10 by K")[1].split("##")[0]
+    assert pivot.count("**") == 2 * 3  # one best cell per K
+
+
+def test_pivot_marks_the_best_method_of_each_k():
+    from metarec.bench.coldstart_report import pivot
+    from metarec.evaluation.report import ResultRow
+
+    rows = [
+        ResultRow("a", {"K": 1}, {"NDCG@10": {"mean": 0.2, "ci95": [0.1, 0.3]}}),
+        ResultRow("b", {"K": 1}, {"NDCG@10": {"mean": 0.3, "ci95": [0.25, 0.35]}}),
+        ResultRow("a", {"K": 5}, {"NDCG@10": 0.4}),
+    ]
+    text = pivot(rows, "NDCG@10").splitlines()
+    assert text[0] == "| method | K=1 | K=5 |"
+    assert text[2] == "| a | 0.2000 ± 0.1000 | **0.4000** |"
+    assert text[3] == "| b | **0.3000 ± 0.0500** | - |"

@@ -112,8 +112,21 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
     metrics_json = write_metrics_json(
         out, PROTOCOL, dataset.name, results, [cfg.fold_seed], extra, device=device
     )
+    sections = [
+        ("NDCG@10 by K (mean ± 95% CI half-width over folds)", pivot(results, "NDCG@10")),
+        (
+            "Meta-learners against no adaptation and fine-tuning all parameters",
+            comparison_table(comparisons),
+        ),
+    ]
     report = write_report_md(
-        out, cfg.title, _intro(cfg, dataset, runs), results, plots, _notes(cfg, runs, comparisons)
+        out,
+        cfg.title,
+        _intro(cfg, dataset, runs),
+        results,
+        plots,
+        _notes(cfg, runs, comparisons),
+        sections,
     )
     return {
         "results": results,
@@ -121,6 +134,58 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
         "metrics_json": metrics_json,
         "report": report,
     }
+
+
+def pivot(results: list[ResultRow], metric: str) -> str:
+    """Markdown: one row per method, one column per K, cells ``mean ± half-width``; the best
+    method of each K in bold."""
+    ks = sorted({r.setting["K"] for r in results})
+    methods = list(dict.fromkeys(r.method for r in results))
+    cell = {(r.method, r.setting["K"]): r.metrics.get(metric) for r in results}
+    best = {
+        k: max(
+            (m for m in methods if cell.get((m, k)) is not None),
+            key=lambda m: _mean(cell[(m, k)]),
+        )
+        for k in ks
+    }
+    lines = ["| method | " + " | ".join(f"K={k}" for k in ks) + " |"]
+    lines.append("|---|" + "---:|" * len(ks))
+    for m in methods:
+        cells = []
+        for k in ks:
+            v = cell.get((m, k))
+            text = "-" if v is None else _format(v)
+            cells.append(f"**{text}**" if best[k] == m else text)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_table(comparisons: list[Comparison]) -> str:
+    """Markdown: ΔNDCG@10 per meta-learner, baseline and K, with the paired interval."""
+    if not comparisons:
+        return "No meta-learner was run."
+    lines = [
+        "| method | against | K | ΔNDCG@10 | 95% CI | verdict |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| {c.method} | {c.baseline} | {c.k} | {c.diff:+.4f} | "
+            f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] | {c.verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def _mean(v) -> float:
+    return float(v["mean"]) if isinstance(v, dict) else float(v)
+
+
+def _format(v) -> str:
+    if isinstance(v, dict):
+        lo, hi = v["ci95"]
+        return f"{v['mean']:.4f} ± {(hi - lo) / 2:.4f}"
+    return f"{v:.4f}"
 
 
 def _cost(method: str, k: int, runs, per_fold) -> dict[str, float]:

@@ -266,14 +266,18 @@ def write_report_md(
     results: Sequence[ResultRow],
     plots: Sequence[tuple[str, Path]] = (),
     notes: Sequence[str] = (),
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
-    """Write path_dir/report.md: title, intro, results table, (caption, png) plots, note bullets.
+    """Write path_dir/report.md: title, intro, (heading, markdown) sections, results table,
+    (caption, png) plots, note bullets.
 
     Plots are linked by paths relative to path_dir, so the folder can be moved as a whole.
     """
     out_dir = Path(path_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [f"# {title}", intro.strip(), "## Results", _markdown_table(results)]
+    parts = [f"# {title}", intro.strip()]
+    parts += [f"## {heading}\n\n{body.strip()}" for heading, body in sections]
+    parts += ["## Results" if not sections else "## All results", _markdown_table(results)]
     for caption, plot in plots:
         rel = Path(os.path.relpath(Path(plot).resolve(), out_dir.resolve())).as_posix()
         parts.append(f"### {caption}\n\n![{caption}]({rel})")
