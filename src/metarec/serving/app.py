@@ -11,7 +11,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,7 +52,6 @@ class ServeSettings:
     adapt_cache_ttl_s: float = 300.0
     adapt_cache_size: int = 10_000
     history_limit: int = 200  # newest events of a user read from the store
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
