@@ -14,7 +14,7 @@ from metarec.errors import ConfigError
 from metarec.evaluation.report import read_metrics_json
 from metarec.models import SeqRec, SeqRecConfig
 from metarec.training.workflow import ModelSpec
-from test_bench_warm_ml import small_dataset  # noqa: F401
+from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 
 
 def _model(n_items=40):
@@ -94,15 +94,7 @@ def test_config_names_bad_settings():
 
 def test_coldstart_runner_writes_every_method_and_k(small_dataset, tmp_path, monkeypatch):  # noqa: F811
     inter, text = small_dataset
-    from metarec.data.loaders import registry
-
-    real = registry.load_dataset
-    monkeypatch.setattr(
-        "metarec.bench.coldstart_ml.load_dataset",
-        lambda name: real(
-            name, user="user_id", item="item_id", timestamp="timestamp", item_text=text
-        ),
-    )
+    load_small(monkeypatch, "metarec.bench.coldstart_ml.load_dataset", text)
     cfg = ColdstartConfig(
         data=str(inter),
         out=tmp_path / "out",

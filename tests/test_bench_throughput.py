@@ -14,7 +14,7 @@ from metarec.bench.throughput import (
 from metarec.data.loaders.registry import load_dataset
 from metarec.evaluation.report import read_metrics_json
 from metarec.training.workflow import ModelSpec
-from test_bench_warm_ml import small_dataset  # noqa: F401
+from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 
 
 def test_resampled_data_keeps_the_sequences(small_dataset):  # noqa: F811
@@ -33,13 +33,7 @@ def test_resampled_data_keeps_the_sequences(small_dataset):  # noqa: F811
 
 def test_throughput_run_writes_rates_and_exponents(small_dataset, tmp_path, monkeypatch):  # noqa: F811
     inter, text = small_dataset
-    real = load_dataset
-    monkeypatch.setattr(
-        "metarec.bench.throughput.load_dataset",
-        lambda name: real(
-            name, user="user_id", item="item_id", timestamp="timestamp", item_text=text
-        ),
-    )
+    load_small(monkeypatch, "metarec.bench.throughput.load_dataset", text)
     spec = ModelSpec(dim=16, n_layers=1, n_heads=1, text_hidden=16, max_len=8)
     cfg = ThroughputConfig(
         data=str(inter),

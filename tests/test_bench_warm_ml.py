@@ -29,17 +29,22 @@ def small_dataset(tmp_path):
     return inter, text
 
 
-def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
-    inter, text = small_dataset
+def load_small(monkeypatch, target: str, text) -> None:
+    """Make ``target`` (a module's ``load_dataset``) read the small CSV with its item text."""
     from metarec.data.loaders import registry
 
     real = registry.load_dataset
     monkeypatch.setattr(
-        "metarec.bench.warm_ml.load_dataset",
+        target,
         lambda name: real(
             name, user="user_id", item="item_id", timestamp="timestamp", item_text=text
         ),
     )
+
+
+def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
+    inter, text = small_dataset
+    load_small(monkeypatch, "metarec.bench.warm_ml.load_dataset", text)
     cfg = quick_config(
         WarmMLConfig(data=str(inter), out=tmp_path / "out", seeds=(0, 1), progress=False)
     )

@@ -480,32 +480,14 @@ def test_items_add_grows_a_checkpoint_without_retraining(tmp_path, monkeypatch, 
         )
     code, _, err = run_cli(monkeypatch, capsys, *args, str(tmp_path / "again"))
     assert code == 0
+
+    def add(model, table):
+        argv = ["items", "add", "--model", str(model), "--items", str(table), "--out"]
+        return run_cli(monkeypatch, capsys, *argv, str(tmp_path / "refused"))
+
     clash = tmp_path / "clash.csv"
     clash.write_text("item_id,text\nm3,Already there\n")
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "items",
-        "add",
-        "--model",
-        str(base),
-        "--items",
-        str(clash),
-        "--out",
-        str(tmp_path / "x"),
-    )
+    code, _, err = add(base, clash)
     assert code == 1 and "'m3'" in err and "already in the catalogue" in err
-    id_only = _checkpoint(tmp_path / "ids", 0)
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "items",
-        "add",
-        "--model",
-        str(id_only),
-        "--items",
-        str(table),
-        "--out",
-        str(tmp_path / "y"),
-    )
+    code, _, err = add(_checkpoint(tmp_path / "ids", 0), table)
     assert code == 1 and "by id only" in err

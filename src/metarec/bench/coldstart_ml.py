@@ -139,10 +139,7 @@ def run_coldstart_ml(cfg: ColdstartConfig, log: Callable[[str], None] = print) -
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(cfg.data)
-    log(
-        f"dataset {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
-        f"{len(dataset.interactions):,} interactions"
-    )
+    log(f"dataset {dataset.describe()}")
     text = item_text_features(dataset, cfg.spec, cfg.progress)
     log(f"item text: {text.info.get('text_encode', '')}")
     folds = cold_start_folds(dataset, cfg.n_folds, cfg.fold_seed)

@@ -140,10 +140,7 @@ def run_warm_ml(cfg: WarmMLConfig, log: Callable[[str], None] = print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(cfg.data)
-    log(
-        f"dataset {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
-        f"{len(dataset.interactions):,} interactions"
-    )
+    log(f"dataset {dataset.describe()}")
     data: NextItemData = prepare_next_item(
         leave_one_out(dataset), dataset.n_users, dataset.n_items, MAX_LEN
     )

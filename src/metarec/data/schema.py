@@ -119,6 +119,13 @@ class Dataset:
     def n_items(self) -> int:
         return len(self.items)
 
+    def describe(self) -> str:
+        """'NAME: U users, I items, N interactions' for logs."""
+        return (
+            f"{self.name}: {self.n_users:,} users, {self.n_items:,} items, "
+            f"{len(self.interactions):,} interactions"
+        )
+
     def with_interactions(self, interactions: Interactions) -> Dataset:
         return replace(self, interactions=interactions)
 

@@ -106,6 +106,12 @@ class EventStore:
         cur = conn.execute(self._sql(sql), tuple(params))
         return list(cur.fetchall())
 
+    def _insert(self, sql: str, rows: list[tuple]) -> int:
+        """All ``rows`` in one transaction (committed before this returns); how many."""
+        with self._transaction() as cur:
+            cur.executemany(self._sql(sql), rows)
+        return len(rows)
+
     @property
     def where(self) -> str:
         raise NotImplementedError
@@ -142,13 +148,11 @@ class EventStore:
                 raise DataError(f"event type must be one of {EVENT_TYPES}, got {e.type!r}")
         now = time.time()
         rows = [(e.user, e.item, e.type, e.value, e.timestamp, now) for e in events]
-        sql = self._sql(
+        return self._insert(
             "INSERT INTO events (user_id, item, type, value, ts, received) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
         )
-        with self._transaction() as cur:
-            cur.executemany(sql, rows)
-        return len(rows)
 
     def user_items(self, user: str, limit: int | None = None) -> list[str]:
         """The user's history: items of non-negative events, oldest first (the last ``limit``)."""
@@ -192,13 +196,11 @@ class EventStore:
     def add_items(self, items: Iterable[tuple[str, str]]) -> int:
         """Insert or update (id, text) pairs; returns how many."""
         rows = [(item, text, time.time()) for item, text in items]
-        sql = self._sql(
+        return self._insert(
             "INSERT INTO items (item, text, added) VALUES (?, ?, ?) "
-            "ON CONFLICT (item) DO UPDATE SET text = excluded.text"
+            "ON CONFLICT (item) DO UPDATE SET text = excluded.text",
+            rows,
         )
-        with self._transaction() as cur:
-            cur.executemany(sql, rows)
-        return len(rows)
 
     def items(self) -> list[tuple[str, str]]:
         return [
