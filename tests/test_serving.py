@@ -15,7 +15,7 @@ from metarec.models import SeqRec, SeqRecConfig
 from metarec.serving import ServeSettings, create_app
 from metarec.serving.registry import load_served_model
 from metarec.serving.store import Event, SQLiteStore, open_store
-from metarec.training.checkpoint import Checkpoint, save_checkpoint
+from metarec.training.checkpoint import Checkpoint, save_checkpoint, write_item_text
 from test_cli import run_cli
 
 N_ITEMS = 30
@@ -29,6 +29,7 @@ def _checkpoint(path, seed):
     )
     ckpt = Checkpoint(SeqRec(cfg), "seqrec", ["u0"], ITEMS, {"dataset": "test"})
     save_checkpoint(path, ckpt)
+    write_item_text(path, ITEMS, [f"Film number {i}" for i in range(N_ITEMS)])
     return path
 
 
@@ -63,6 +64,7 @@ def test_events_are_stored_and_known_users_get_model_recommendations(tmp_path, v
         assert len(got) == 5 and not {"m1", "m2", "m3"} & set(got)
         scores = [i["score"] for i in body["items"]]
         assert scores == sorted(scores, reverse=True)
+        assert all(i["text"] == f"Film number {i['item'][1:]}" for i in body["items"])
         seen = client.get("/users/alice/recommendations", params={"k": 30, "exclude_seen": False})
         assert len(seen.json()["items"]) == 30
     assert SQLiteStore(tmp_path / "events.db").count_events() == 3  # still there after shutdown
@@ -473,6 +475,10 @@ def test_items_add_grows_a_checkpoint_without_retraining(tmp_path, monkeypatch, 
     assert "added 2 items: 32 in the catalogue" in out
     old, new = load_checkpoint(base), load_checkpoint(tmp_path / "grown")
     assert new.items == [*ITEMS, "z1", "z2"] and new.meta["items_added"] == 2
+    from metarec.training.checkpoint import read_item_text
+
+    text = read_item_text(tmp_path / "grown", new.items)
+    assert text[-2:] == ["A quiet film about the sea", "Loud robots fight"]
     batch = history_batch([1, 5, 7], 8)
     with torch.no_grad():
         assert torch.allclose(

@@ -67,6 +67,9 @@ def test_checkpoint_round_trip_gives_identical_scores(setup, tmp_path):
     assert ckpt.items == ds.items.ids and ckpt.users == ds.users
     assert ckpt.meta["dataset"] == "cyclic"
     assert ckpt.meta["versions"]["torch"] == torch.__version__
+    from metarec.training.checkpoint import read_item_text
+
+    assert read_item_text(tmp_path / "ck", ds.items.ids) == ds.items.text
     again = evaluate_next_item(ckpt.model, data.test, ds.n_items)
     assert again == pytest.approx(res.test, abs=1e-7)
 

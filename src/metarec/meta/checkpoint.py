@@ -28,12 +28,14 @@ from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta
 from metarec.training.checkpoint import (
     Checkpoint,
     load_checkpoint,
+    read_item_text,
     read_json,
     save_checkpoint,
+    write_item_text,
 )
 
 META_FORMAT_VERSION = 1
-META_CONFIG, ITEM_TEXT = "meta.json", "item_text.json"
+META_CONFIG = "meta.json"
 META_NAME = re.compile(r"meta-[0-9a-f]{16}\.safetensors")
 # config.json keys save_checkpoint writes itself; a loaded checkpoint's meta carries the old ones
 _WRITTEN = ("format_version", "model_type", "versions", "weights_file", "weights_sha256")
@@ -70,7 +72,7 @@ def save_meta_checkpoint(
     if item_text is not None:
         if len(item_text) != len(ckpt.items):
             raise ValueError(f"{len(item_text)} item texts for {len(ckpt.items)} items")
-        atomic_json(path / ITEM_TEXT, {"items": list(ckpt.items), "text": list(item_text)})
+        write_item_text(path, ckpt.items, item_text)
     doc = {
         "format_version": META_FORMAT_VERSION,
         "learner": spec.to_dict(),
@@ -98,7 +100,7 @@ def load_meta_checkpoint(path: str | Path) -> MetaCheckpoint:
         raise CheckpointError(f"{path / META_CONFIG}: invalid learner settings: {e}") from e
     _load_meta_tensors(path, doc, learner)
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
-    return MetaCheckpoint(ckpt, learner, spec, info, _read_item_text(path, ckpt.items))
+    return MetaCheckpoint(ckpt, learner, spec, info, read_item_text(path, ckpt.items))
 
 
 def _read_meta_config(path: Path, ckpt: Checkpoint) -> dict:
@@ -159,15 +161,3 @@ def _load_meta_tensors(path: Path, doc: dict, learner: Learner) -> None:
                     f"expected {tuple(t.shape)}"
                 )
             t.copy_(tensors[key])
-
-
-def _read_item_text(path: Path, items: list[str]) -> list[str] | None:
-    if not (path / ITEM_TEXT).exists():
-        return None
-    doc = read_json(path / ITEM_TEXT, "item text")
-    text = doc.get("text")
-    if doc.get("items") != items or not isinstance(text, list) or len(text) != len(items):
-        raise CheckpointError(f"{path / ITEM_TEXT} does not match the model's item catalogue")
-    if not all(isinstance(t, str) for t in text):
-        raise CheckpointError(f"{path / ITEM_TEXT}: every item text must be a string")
-    return text

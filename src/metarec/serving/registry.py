@@ -29,7 +29,13 @@ from metarec.meta.inference import PolicyBundle
 from metarec.meta.inner_optim import sgd
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
 from metarec.models.seqrec import with_new_items
-from metarec.training.checkpoint import CONFIG, Checkpoint, load_checkpoint, read_json
+from metarec.training.checkpoint import (
+    CONFIG,
+    Checkpoint,
+    load_checkpoint,
+    read_item_text,
+    read_json,
+)
 
 Encoder = Callable[["ServedModel", list[str]], torch.Tensor]  # (model, texts) -> (M, T)
 
@@ -105,7 +111,7 @@ def load_served_model(path: str | Path) -> ServedModel:
             raise CheckpointError(
                 f"{path} holds a {ckpt.model_type} model; the service needs a seqrec checkpoint"
             )
-        adapter, text = _adapter_for(ckpt.model, None, None), None
+        adapter, text = _adapter_for(ckpt.model, None, None), read_item_text(path, ckpt.items)
     text = text or [""] * len(ckpt.items)
     index = {raw: i for i, raw in enumerate(ckpt.items)}
     return ServedModel(checkpoint_version(path), path, ckpt, adapter, text, index, spec)

@@ -13,7 +13,13 @@ from pathlib import Path
 from metarec.errors import CheckpointError, DataError
 from metarec.models.seqrec import with_new_items
 from metarec.text.cache import encode_with_cache
-from metarec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from metarec.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    read_item_text,
+    save_checkpoint,
+    write_item_text,
+)
 
 
 def add_items(
@@ -48,4 +54,6 @@ def add_items(
     meta = {**ckpt.meta, "items_added": added, "grown_from": ckpt.meta.get("weights_sha256")}
     grown = replace(ckpt, model=model, items=list(ckpt.items) + list(ids), meta=meta)
     save_checkpoint(out, grown)
+    old_text = read_item_text(base, ckpt.items) or [""] * len(ckpt.items)
+    write_item_text(out, grown.items, old_text + list(texts))
     return grown, len(ids)

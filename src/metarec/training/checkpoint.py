@@ -192,3 +192,28 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = {k: v for k, v in config.items() if k not in ("users", "items", "model_config")}
     model.eval()
     return Checkpoint(model, config["model_type"], config["users"], config["items"], meta, path)
+
+
+ITEM_TEXT = "item_text.json"  # optional: the catalogue's text, for showing recommendations
+
+
+def write_item_text(path: str | Path, items: list[str], text: list[str]) -> None:
+    """``item_text.json`` beside a checkpoint: the item ids and their text, in catalogue order."""
+    if len(text) != len(items):
+        raise ValueError(f"{len(text)} item texts for {len(items)} items")
+    atomic_json(Path(path) / ITEM_TEXT, {"items": list(items), "text": list(text)})
+
+
+def read_item_text(path: str | Path, items: list[str]) -> list[str] | None:
+    """The item text of a checkpoint folder (None when it has none); CheckpointError when the
+    file does not match the model's catalogue."""
+    path = Path(path)
+    if not (path / ITEM_TEXT).exists():
+        return None
+    doc = read_json(path / ITEM_TEXT, "item text")
+    text = doc.get("text")
+    if doc.get("items") != items or not isinstance(text, list) or len(text) != len(items):
+        raise CheckpointError(f"{path / ITEM_TEXT} does not match the model's item catalogue")
+    if not all(isinstance(t, str) for t in text):
+        raise CheckpointError(f"{path / ITEM_TEXT}: every item text must be a string")
+    return text

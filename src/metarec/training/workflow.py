@@ -22,6 +22,7 @@ from metarec.training.checkpoint import (
     load_checkpoint,
     read_json,
     save_checkpoint,
+    write_item_text,
 )
 from metarec.training.loop import TrainConfig, TrainState, make_optimizer
 from metarec.training.pretrain import NextItemData, train_seqrec
@@ -173,6 +174,9 @@ def pretrain_seqrec(
     model = build_seqrec(spec, dataset.n_items, text)
     optimizer = make_optimizer(model, config)
     state, best = _resume(out, model, optimizer, dataset, config) if resume else (None, None)
+    if out is not None:  # the catalogue's text travels with the checkpoint, for showing results
+        out.mkdir(parents=True, exist_ok=True)
+        write_item_text(out, dataset.items.ids, dataset.items.text)
 
     def on_epoch(st: TrainState, m, opt) -> None:
         if out is not None:
