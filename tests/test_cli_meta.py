@@ -157,7 +157,7 @@ def test_pretrain_on_a_fold_marks_the_checkpoint_and_meta_train_trusts_it(
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     config = json.loads((base / "config.json").read_text())
-    assert config["cold_start_fold"] == {"fold": 1, "n_folds": 5, "seed": 0}
+    assert config["cold_start_fold"] == {"fold": 1, "n_folds": 5, "seed": 0, "valid_fraction": 0.1}
     for fold, warned in ((1, False), (2, True)):
         out = tmp_path / f"meta-{fold}"
         args = ["meta-train", "--base", str(base), "--data", str(genre_csv), "--out", str(out)]
@@ -167,3 +167,4 @@ def test_pretrain_on_a_fold_marks_the_checkpoint_and_meta_train_trusts_it(
         assert code == 0, err
         report = (out / "report.md").read_text()
         assert ("may have been seen in pretraining" in report) == warned
+        assert "early stopping on them can be optimistic" not in report

@@ -259,14 +259,21 @@ def test_cold_start_folds_ml_latest_small(ml_small: Dataset) -> None:
 
 
 def test_fold_train_dataset_drops_the_cold_users_and_says_so(ml_small: Dataset) -> None:
-    from metarec.data.splits import fold_train_dataset
+    from metarec.data.splits import fold_train_dataset, fold_validation_users
 
     fold = cold_start_folds(ml_small, n_folds=5, seed=3)[2]
     train = fold_train_dataset(ml_small, 2, 5, 3)
-    assert not np.isin(train.interactions.user, fold.test_users).any()
-    assert len(train.interactions) == len(fold.train)
+    valid, rest = fold_validation_users(fold, 3, 0.1)
+    assert len(valid) == 49 and len(rest) == 439
+    assert sorted([*valid, *rest]) == sorted(fold.train_users)
+    seen = np.unique(train.interactions.user)
+    assert not np.isin(seen, fold.test_users).any() and not np.isin(seen, valid).any()
+    assert np.array_equal(seen, np.sort(rest))
     assert train.items is ml_small.items and train.users == ml_small.users  # id maps unchanged
-    assert train.extra["cold_start_fold"] == {"fold": 2, "n_folds": 5, "seed": 3}
+    mark = {"fold": 2, "n_folds": 5, "seed": 3, "valid_fraction": 0.1}
+    assert train.extra["cold_start_fold"] == mark
+    everyone = fold_train_dataset(ml_small, 2, 5, 3, valid_fraction=0)
+    assert len(everyone.interactions) == len(fold.train)
     assert "cold_start_fold" not in ml_small.extra
     with pytest.raises(ConfigError, match="fold"):
         fold_train_dataset(ml_small, 5, 5, 3)

@@ -39,7 +39,12 @@ from metarec.bench.cold_users import (
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
-from metarec.data.splits import cold_start_folds, fold_train_dataset, leave_one_out
+from metarec.data.splits import (
+    cold_start_folds,
+    fold_train_dataset,
+    fold_validation_users,
+    leave_one_out,
+)
 from metarec.errors import ConfigError
 from metarec.meta.inference import PolicyBundle
 from metarec.meta.inner_optim import adamw
@@ -153,16 +158,14 @@ def run_fold(cfg: ColdstartConfig, dataset: Dataset, fold, text, log) -> FoldRun
     """Pretrain on the fold's train users, then every method on its cold users."""
     run = FoldRun(fold.index)
     say = lambda msg: log(f"[fold {fold.index}] {msg}")  # noqa: E731
-    rng = np.random.default_rng([cfg.fold_seed, fold.index])
-    users = rng.permutation(fold.train_users)
-    n_valid = max(1, round(cfg.valid_fraction * len(users)))
-    valid_inter = fold.train.take(np.isin(fold.train.user, users[:n_valid]))
-    meta_inter = fold.train.take(np.isin(fold.train.user, users[n_valid:]))
+    valid_users, train_users = fold_validation_users(fold, cfg.fold_seed, cfg.valid_fraction)
+    n_valid = len(valid_users)
+    valid_inter = fold.train.take(np.isin(fold.train.user, valid_users))
     # validation users stay unseen, like the cold users: selection on them is honest
-    train_ds = replace(
-        fold_train_dataset(dataset, fold.index, cfg.n_folds, cfg.fold_seed),
-        interactions=meta_inter,
+    train_ds = fold_train_dataset(
+        dataset, fold.index, cfg.n_folds, cfg.fold_seed, cfg.valid_fraction
     )
+    meta_inter = train_ds.interactions
     reset_peak_rss()
     split = leave_one_out(train_ds)
     data = prepare_next_item(split, dataset.n_users, dataset.n_items, cfg.spec.max_len)
@@ -177,7 +180,7 @@ def run_fold(cfg: ColdstartConfig, dataset: Dataset, fold, text, log) -> FoldRun
     run.pretrain = {**trained.state.cost(), "valid_NDCG@10": trained.valid["NDCG@10"]}
     run.pretrain["peak_rss_mb"] = peak_rss_mb()
     say(
-        f"pretrained on {len(users) - n_valid} users: valid NDCG@10 "
+        f"pretrained on {len(train_users)} users: valid NDCG@10 "
         f"{trained.valid['NDCG@10']:.4f} in {run.pretrain['train_seconds']:.0f} s"
     )
     seed = (cfg.fold_seed, fold.index)

@@ -160,12 +160,32 @@ def _cutoff(sorted_ts: np.ndarray, quantile: float) -> int:
     return int(sorted_ts[index]) if index < n else int(sorted_ts[-1]) + 1
 
 
-def fold_train_dataset(ds: Dataset, fold: int, n_folds: int = 5, seed: int = 0) -> Dataset:
-    """``ds`` restricted to the train users of cold-start fold ``fold`` (its cold users' rows
-    removed; catalogue and id maps unchanged), recorded in ``extra["cold_start_fold"]`` so a
+def fold_validation_users(
+    fold: ColdStartFold, seed: int = 0, valid_fraction: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation users, training users) of a fold's train users: a seeded ``valid_fraction``
+    (at least one) held out for meta-validation and selection. The one place this split is
+    made, so pretraining, ``meta-train`` and coldstart-ml agree on it."""
+    if not 0 < valid_fraction < 1:
+        raise ConfigError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    users = np.random.default_rng([seed, fold.index]).permutation(fold.train_users)
+    n_valid = max(1, round(valid_fraction * len(users)))
+    return users[:n_valid], users[n_valid:]
+
+
+def fold_train_dataset(
+    ds: Dataset, fold: int, n_folds: int = 5, seed: int = 0, valid_fraction: float = 0.1
+) -> Dataset:
+    """``ds`` restricted to the training users of cold-start fold ``fold``: its cold users and
+    its validation users (``fold_validation_users``; none when ``valid_fraction`` is 0) are
+    removed, catalogue and id maps unchanged. Recorded in ``extra["cold_start_fold"]`` so a
     checkpoint trained on it says which users it never saw."""
     if not 0 <= fold < n_folds:
         raise ConfigError(f"cold-start fold must be in [0, {n_folds}), got {fold}")
-    folds = cold_start_folds(ds, n_folds, seed)
-    mark = {"fold": fold, "n_folds": n_folds, "seed": seed}
-    return replace(ds, interactions=folds[fold].train, extra={**ds.extra, "cold_start_fold": mark})
+    part = cold_start_folds(ds, n_folds, seed)[fold]
+    inter = part.train
+    if valid_fraction:
+        valid, _ = fold_validation_users(part, seed, valid_fraction)
+        inter = inter.take(~np.isin(inter.user, valid))
+    mark = {"fold": fold, "n_folds": n_folds, "seed": seed, "valid_fraction": valid_fraction}
+    return replace(ds, interactions=inter, extra={**ds.extra, "cold_start_fold": mark})

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from metarec.data.schema import Dataset, Interactions
-from metarec.data.splits import cold_start_folds
+from metarec.data.splits import cold_start_folds, fold_validation_users
 from metarec.errors import CheckpointError, ConfigError, DataError
 from metarec.evaluation.report import (
     ResultRow,
@@ -75,10 +75,9 @@ def fold_tasks(
     """(meta-train, meta-validation, cold-user test) next-item tasks of one fold."""
     folds = cold_start_folds(dataset, settings.n_folds, settings.fold_seed)
     fold = folds[settings.fold]
-    rng = np.random.default_rng([settings.fold_seed, settings.fold])
-    users = rng.permutation(fold.train_users)
-    n_valid = max(1, round(settings.valid_fraction * len(users)))
-    valid_users, train_users = users[:n_valid], users[n_valid:]
+    valid_users, train_users = fold_validation_users(
+        fold, settings.fold_seed, settings.valid_fraction
+    )
 
     def tasks(inter: Interactions, keep: np.ndarray | None = None) -> list[Task]:
         if keep is not None:
@@ -194,11 +193,18 @@ def _notes(ckpt: Checkpoint, settings: FoldTasks, spec: LearnerSpec) -> list[str
         f"{settings.valid_fraction:g} of its train users held out for meta-validation.",
     ]
     expected = {"fold": settings.fold, "n_folds": settings.n_folds, "seed": settings.fold_seed}
-    if ckpt.meta.get("cold_start_fold") != expected:
+    mark = ckpt.meta.get("cold_start_fold") or {}
+    if {k: mark.get(k) for k in expected} != expected:
         notes.append(
             "The base checkpoint records no pretraining on this fold's train users only "
             "(cold_start_fold in its config.json): the cold users may have been seen in "
             "pretraining, so the test rows can be optimistic."
+        )
+    elif mark.get("valid_fraction") != settings.valid_fraction:
+        notes.append(
+            "The base checkpoint was pretrained with this fold's meta-validation users "
+            "(pretrain --cold-start-fold holds them out by default): early stopping on them "
+            "can be optimistic."
         )
     return notes
 
