@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from metarec.data.schema import Interactions
-from metarec.data.splits import support_query
+from metarec.data.sequences import user_sequences
 from metarec.evaluation.metrics import auc, log_loss, ndcg_at_k, recall_at_k, topk_hits
 from metarec.evaluation.next_item import model_device
 from metarec.meta.functional import frozen_item_vectors, functional_score
-from metarec.meta.inference import PolicyBundle, adapt_user
+from metarec.meta.inference import PolicyBundle, adapt_user, model_max_len
 from metarec.meta.learners import Learner
-from metarec.meta.tasks import history_batch
+from metarec.meta.tasks import history_batch, user_parts
 from metarec.meta.train import eval_mode
 
 Adapter = Learner | PolicyBundle
@@ -62,14 +62,12 @@ def cold_users(
 ) -> list[ColdUser]:
     """Every user of ``inter`` with at least k + 1 interactions, for this K; the negatives are
     drawn (seeded by ``seed``, the user and K) from the items outside the user's whole history."""
-    support, query, users = support_query(inter, k, n_query)
-    seen = _items_by_user(inter)
+    indptr, items = user_sequences(inter, int(inter.user.max(initial=-1)) + 1)
     out = []
-    for u in users:
-        s = support.item[support.user == u].astype(np.int64)
-        q = query.item[query.user == u].astype(np.int64)
-        rng = np.random.default_rng([*seed, int(u), k])
-        out.append(ColdUser(int(u), s, q, _sample_unseen(rng, seen[int(u)], len(q), n_items)))
+    for u, s, q, _, _ in user_parts(inter, k, n_query):
+        seen = np.unique(items[indptr[u] : indptr[u + 1]])
+        rng = np.random.default_rng([*seed, u, k])
+        out.append(ColdUser(u, s, q, _sample_unseen(rng, seen, len(q), n_items)))
     return out
 
 
@@ -88,7 +86,7 @@ def score_users(
                 out.adapt_ms.append(1000.0 * (time.perf_counter() - start))
             with torch.no_grad():
                 vectors = frozen_item_vectors(model, tuple(fast))
-                history = history_batch(cu.support, _max_len(model)).to(device)
+                history = history_batch(cu.support, model_max_len(model)).to(device)
                 scores = functional_score(model, fast, history, None, vectors)[0].float().cpu()
             _add_user(out, scores, cu, k)
     return out
@@ -116,17 +114,6 @@ def _add_user(out: MethodScores, scores: torch.Tensor, cu: ColdUser, k: int) -> 
     out.labels.append(np.r_[np.ones(len(cu.query)), np.zeros(len(cu.negatives))])
 
 
-def _items_by_user(inter: Interactions) -> dict[int, np.ndarray]:
-    order = np.argsort(inter.user, kind="stable")
-    users, starts = np.unique(inter.user[order], return_index=True)
-    parts = np.split(inter.item[order], starts[1:])
-    return {int(u): np.unique(p) for u, p in zip(users, parts, strict=True)}
-
-
 def _sample_unseen(rng: np.random.Generator, seen: np.ndarray, n: int, n_items: int) -> np.ndarray:
     pool = np.setdiff1d(np.arange(n_items), seen, assume_unique=True)
     return rng.choice(pool, size=min(n, len(pool)), replace=False).astype(np.int64)
-
-
-def _max_len(model: nn.Module) -> int:
-    return int(getattr(getattr(model, "config", None), "max_len", 50))

@@ -28,13 +28,13 @@ from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset, Interactions, ItemCatalog
 from metarec.data.splits import leave_one_out
-from metarec.evaluation.next_item import evaluate_next_item
+from metarec.evaluation.next_item import evaluate_next_item, model_device
 from metarec.evaluation.plots import plot_scaling
 from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
 from metarec.meta.learners import LearnerSpec, build_learner
 from metarec.meta.maml import MAMLConfig
 from metarec.meta.tasks import TaskSampler, next_item_tasks
-from metarec.training.loop import TrainConfig, make_optimizer
+from metarec.training.loop import TrainConfig, make_optimizer, train_epoch
 from metarec.training.pretrain import prepare_next_item, seqrec_batches
 from metarec.training.workflow import ModelSpec, TextFeatures, build_seqrec, item_text_features
 
@@ -73,14 +73,10 @@ def pretrain_rate(model, data, batch_size: int, steps: int) -> dict[str, float]:
     make = seqrec_batches(data, batch_size)
     rng = np.random.default_rng(0)
     batches = (b for epoch in itertools.count() for b in make(epoch, rng))  # epoch after epoch
-    model.train()
+    device = model_device(model)
 
-    def step(batch) -> None:
-        loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+    def step(batch) -> None:  # fit's own step: loss, backward, clipping at 1.0, AdamW
+        train_epoch(model, optimizer, [batch], 1.0, device)
 
     for _ in range(5):
         step(next(batches))
@@ -148,13 +144,9 @@ def scaling_point(ds: Dataset, spec: ModelSpec, text: TextFeatures, batch_size: 
     torch.manual_seed(0)
     model = build_seqrec(spec, ds.n_items, text)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch_size))
-    model.train()
     start = time.perf_counter()
-    for batch in seqrec_batches(data, batch_size)(0, np.random.default_rng(0)):
-        loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    batches = seqrec_batches(data, batch_size)(0, np.random.default_rng(0))
+    train_epoch(model, optimizer, batches, 0.0, model_device(model))
     epoch = time.perf_counter() - start
     start = time.perf_counter()
     evaluate_next_item(model, data.test, data.n_items)

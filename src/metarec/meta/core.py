@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.functional import frozen_item_vectors, functional_loss, functional_score
-from metarec.meta.inner import adapt
+from metarec.meta.functional import functional_loss, functional_score
+from metarec.meta.inner import adapt, adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer
 
 Params = dict[str, torch.Tensor]
@@ -65,6 +65,17 @@ def check_loop(config: LoopSettings) -> None:
         raise ValueError(f"meta_learn must be one of {META_LEARN}, got {config.meta_learn!r}")
     if not config.outer_lr >= 0:
         raise ValueError(f"invalid learning rate: {config.outer_lr}")
+    hyper_lr = getattr(config, "hyper_lr", None)
+    if hyper_lr is not None and not hyper_lr >= 0:
+        raise ValueError(f"invalid hyper_lr: {hyper_lr}")
+
+
+def eval_steps(config: Any, steps: int | None) -> int:
+    """Inner steps for adapting at evaluation or serving: ``steps`` if given, else the config's
+    ``eval_steps``, else its ``inner_steps``."""
+    if steps is not None:
+        return steps
+    return config.inner_steps if config.eval_steps is None else config.eval_steps
 
 
 def adamw_outer(lr: float) -> OuterFactory:
@@ -196,21 +207,10 @@ class MetaLearner:
 
     def adapt_task(self, support: Any, steps: int | None = None) -> Params:
         """Adapted fast parameters (detached) for evaluation or serving."""
-        if steps is None:
-            steps = self.config.inner_steps
-            steps = steps if self.config.eval_steps is None else self.config.eval_steps
-        start = {k: v.detach().requires_grad_() for k, v in self.start.items()}
-        vectors = frozen_item_vectors(self.model, self.policy.touched) if steps else None
-        fast = adapt(
-            self.model,
-            self.policy,
-            start,
-            support,
-            self.rule.optimizer(True),
-            steps,
-            item_vectors=vectors,
+        steps = eval_steps(self.config, steps)
+        return adapt_detached(
+            self.model, self.policy, self.start, support, self.rule.optimizer(True), steps
         )
-        return {k: v.detach() for k, v in fast.items()}
 
     def score(self, fast: Params, batch: Any, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, N) or (B, M) of the model under adapted fast parameters."""

@@ -66,16 +66,22 @@ def functional_loss(
     return call_method(model, "loss", params, (batch,), kwargs)
 
 
-def fixed_item_vectors(model: nn.Module, touched: tuple[str, ...]) -> torch.Tensor | None:
-    """(N, D) catalogue vectors computed once, when the model has an item tower that none of the
-    ``touched`` (fast) parameters belongs to; None otherwise. Gradients to the tower's own
-    parameters still flow through the returned tensor (it is computed under the caller's mode)."""
+def _untouched_tower(model: nn.Module, touched: tuple[str, ...]) -> nn.Module | None:
+    """The model's item tower when none of the ``touched`` parameters belongs to it."""
     tower = getattr(model, "items", None)
     if tower is None or not hasattr(tower, "all_items"):
         return None
     if any(name.startswith("items.") for name in touched):
         return None
-    return tower.all_items()
+    return tower
+
+
+def fixed_item_vectors(model: nn.Module, touched: tuple[str, ...]) -> torch.Tensor | None:
+    """(N, D) catalogue vectors computed once, when the model has an item tower that none of the
+    ``touched`` (fast) parameters belongs to; None otherwise. Gradients to the tower's own
+    parameters still flow through the returned tensor (it is computed under the caller's mode)."""
+    tower = _untouched_tower(model, touched)
+    return None if tower is None else tower.all_items()
 
 
 _CATALOGUE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.Tensor]] = (
@@ -88,10 +94,8 @@ def frozen_item_vectors(model: nn.Module, touched: tuple[str, ...]) -> torch.Ten
     item tower changes (in place or replaced): for adaptation and scoring that need no gradient
     toward the tower. The catalogue pass (for a text tower an MLP over every item's text
     embedding) then runs once per model version instead of once per user."""
-    tower = getattr(model, "items", None)
-    if tower is None or not hasattr(tower, "all_items"):
-        return None
-    if any(name.startswith("items.") for name in touched):
+    tower = _untouched_tower(model, touched)
+    if tower is None:
         return None
     if tower.training:  # id dropout draws a new mask each call: nothing to cache
         with torch.no_grad():

@@ -22,7 +22,7 @@ from torch import nn
 from metarec.adapt.policies import FastPolicy
 from metarec.evaluation.next_item import model_device
 from metarec.meta.functional import frozen_item_vectors, functional_score
-from metarec.meta.inner import adapt
+from metarec.meta.inner import adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer
 from metarec.meta.learners import Learner
 from metarec.meta.tasks import history_batch, support_batch
@@ -62,7 +62,7 @@ def adapt_user(
         if len(items) < 2 or steps == 0:
             fast = _start(model, adapter)
         else:
-            support = support_batch(items, _max_len(model)).to(model_device(model))
+            support = support_batch(items, model_max_len(model)).to(model_device(model))
             fast = _adapt(model, adapter, support, steps)
         with torch.no_grad():
             params = adapter.policy.effective_params(model, fast)
@@ -85,7 +85,7 @@ def recommend(
     _check_items(model, banned)
     device = model_device(model)
     with eval_mode(model):
-        batch = history_batch(history, _max_len(model)).to(device)
+        batch = history_batch(history, model_max_len(model)).to(device)
         params = dict(fast or {})
         vectors = frozen_item_vectors(model, tuple(params))
         scores = functional_score(model, params, batch, None, vectors)[0].float()  # (N,)
@@ -131,16 +131,14 @@ def _start(model: nn.Module, adapter: Learner | PolicyBundle) -> Params:
 def _adapt(model: nn.Module, adapter: Learner | PolicyBundle, support, steps: int | None) -> Params:
     if not isinstance(adapter, PolicyBundle):
         return adapter.adapt_task(support, steps)
-    start = {k: v.requires_grad_() for k, v in _start(model, adapter).items()}
     steps = adapter.steps if steps is None else steps
-    vectors = frozen_item_vectors(model, adapter.policy.touched) if steps else None
-    fast = adapt(
-        model, adapter.policy, start, support, adapter.inner_opt, steps, item_vectors=vectors
+    return adapt_detached(
+        model, adapter.policy, _start(model, adapter), support, adapter.inner_opt, steps
     )
-    return {k: v.detach() for k, v in fast.items()}
 
 
-def _max_len(model: nn.Module) -> int:
+def model_max_len(model: nn.Module) -> int:
+    """The history window of a sequential model (50 where it names none)."""
     return int(getattr(getattr(model, "config", None), "max_len", 50))
 
 

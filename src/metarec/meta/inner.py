@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.functional import fixed_item_vectors, functional_loss
+from metarec.meta.functional import fixed_item_vectors, frozen_item_vectors, functional_loss
 from metarec.meta.inner_optim import InnerOptimizer
 
 Params = dict[str, torch.Tensor]
@@ -54,6 +54,23 @@ def adapt(
             grads = _grads(loss, fast, create_graph)
             fast, state = inner_opt.update(grads, state, fast)
     return fast
+
+
+def adapt_detached(
+    model: nn.Module,
+    policy: FastPolicy,
+    start: Params,
+    support: Any,
+    inner_opt: InnerOptimizer,
+    steps: int,
+) -> Params:
+    """``adapt`` for evaluation and serving: from a detached copy of ``start``, with the cached
+    catalogue vectors (``frozen_item_vectors``: no gradient toward the tower is needed), and
+    the result detached."""
+    fresh = {k: v.detach().requires_grad_() for k, v in start.items()}
+    vectors = frozen_item_vectors(model, policy.touched) if steps else None
+    fast = adapt(model, policy, fresh, support, inner_opt, steps, item_vectors=vectors)
+    return {k: v.detach() for k, v in fast.items()}
 
 
 def _grads(loss: torch.Tensor, fast: Params, create_graph: bool) -> Params:

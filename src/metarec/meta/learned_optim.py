@@ -42,8 +42,6 @@ class LearnedOptimConfig:
 
     def __post_init__(self) -> None:
         check_loop(self)
-        if self.hyper_lr is not None and not self.hyper_lr >= 0:
-            raise ValueError(f"invalid hyper_lr: {self.hyper_lr}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.group_by not in GROUP_BY:

@@ -44,8 +44,6 @@ class MetaSGDConfig:
 
     def __post_init__(self) -> None:
         check_loop(self)
-        if self.hyper_lr is not None and not self.hyper_lr >= 0:
-            raise ValueError(f"invalid hyper_lr: {self.hyper_lr}")
         if not self.alpha_init > 0:
             raise ValueError(f"alpha_init must be > 0, got {self.alpha_init}")
         if self.alpha_range is not None and not 0 < self.alpha_range[0] <= self.alpha_range[1]:

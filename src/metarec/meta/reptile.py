@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.core import OuterFactory, Params, Task
-from metarec.meta.functional import frozen_item_vectors, functional_loss, functional_score
-from metarec.meta.inner import adapt
+from metarec.meta.core import OuterFactory, Params, Task, eval_steps
+from metarec.meta.functional import functional_loss, functional_score
+from metarec.meta.inner import adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer, sgd
 
 
@@ -83,15 +83,8 @@ class Reptile:
 
     def adapt_task(self, support: Any, steps: int | None = None) -> Params:
         """Adapted fast parameters (detached) for evaluation or serving."""
-        if steps is None:
-            steps = self.config.inner_steps
-            steps = steps if self.config.eval_steps is None else self.config.eval_steps
-        start = {k: v.detach().requires_grad_() for k, v in self.start.items()}
-        vectors = frozen_item_vectors(self.model, self.policy.touched) if steps else None
-        fast = adapt(
-            self.model, self.policy, start, support, self.inner_opt, steps, item_vectors=vectors
-        )
-        return {k: v.detach() for k, v in fast.items()}
+        steps = eval_steps(self.config, steps)
+        return adapt_detached(self.model, self.policy, self.start, support, self.inner_opt, steps)
 
     def score(self, fast: Params, batch: Any, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, N) or (B, M) of the model under adapted fast parameters."""

@@ -142,7 +142,7 @@ def next_item_tasks(
     """One next-item task per user with at least k + 1 interactions (see the module docstring)."""
     check_task_sizes(k, n_query, max_len)
     return [
-        _next_item_task(user, s, q, max_len) for user, s, q, _, _ in _user_parts(inter, k, n_query)
+        _next_item_task(user, s, q, max_len) for user, s, q, _, _ in user_parts(inter, k, n_query)
     ]
 
 
@@ -155,7 +155,7 @@ def like_tasks(
         raise DataError("like/click tasks need a rating or 0/1 label column; this data has none")
     labelled = replace(inter, rating=like_labels(inter.rating, threshold))
     tasks = []
-    for user, s, q, ys, yq in _user_parts(labelled, k, n_query):
+    for user, s, q, ys, yq in user_parts(labelled, k, n_query):
         seq, y = np.concatenate([s, q]), np.concatenate([ys, yq])
         support = _like_batch(seq, y, np.arange(1, k), max_len, user)
         query = _like_batch(seq, y, np.arange(k, len(seq)), max_len, user)
@@ -229,7 +229,7 @@ class TaskSampler(Generic[T]):
             yield from self.epoch(index)
 
 
-def _user_parts(inter: Interactions, k: int, n_query: int):
+def user_parts(inter: Interactions, k: int, n_query: int):
     """Per kept user: (user, support items, query items, support ratings, query ratings)."""
     support, query, users = support_query(inter, k, n_query)
     s_lo, s_hi = np.searchsorted(support.user, users), np.searchsorted(support.user, users, "right")

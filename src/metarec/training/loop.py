@@ -95,7 +95,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _train_epoch(model, optimizer, batches: Iterable, grad_clip: float, device) -> float:
+def train_epoch(model, optimizer, batches: Iterable, grad_clip: float, device) -> float:
+    """One pass over ``batches`` (loss, backward, clipping, step); the mean loss."""
     model.train()
     total, n = 0.0, 0
     for batch in batches:
@@ -134,7 +135,7 @@ def fit(
     while state.epoch < config.max_epochs and not state.stopped:
         start = time.perf_counter()
         rng = epoch_rng(config.seed, state.epoch)
-        loss = _train_epoch(model, optimizer, batches(state.epoch, rng), config.grad_clip, device)
+        loss = train_epoch(model, optimizer, batches(state.epoch, rng), config.grad_clip, device)
         state.train_seconds += time.perf_counter() - start
         state.epoch += 1
         metric = validate(model)
