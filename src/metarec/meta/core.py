@@ -145,6 +145,22 @@ class MetaLearner:
             raise ValueError(f"meta_learn={config.meta_learn!r} leaves nothing to meta-learn")
         self.outer = (outer_opt or adamw_outer(config.outer_lr))(groups)
 
+    @classmethod
+    def with_rule(
+        cls,
+        model: nn.Module,
+        policy: FastPolicy,
+        config: LoopSettings,
+        rule_class: Callable[[Any, Params], InnerRule],
+        outer_opt: OuterFactory | None = None,
+    ) -> MetaLearner:
+        """A learner whose inner rule is built from ``config`` and the fast parameters' start
+        (Meta-SGD's rates, learned optimizer settings: one entry per fast tensor)."""
+        start = policy.init_fast(model)
+        return cls(
+            model, policy, config, rule_class(config, start), start=start, outer_opt=outer_opt
+        )
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Non-empty groups ``model``, ``start`` (learner-owned fast starts) and ``hyper``."""
         mode = self.config.meta_learn

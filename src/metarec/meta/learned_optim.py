@@ -109,10 +109,9 @@ def learned_optim(
     outer_opt: OuterFactory | None = None,
 ) -> MetaLearner:
     """A learner with learned inner settings; ``learner.rule.learning_rates()`` reports them."""
-    config = config or LearnedOptimConfig()
-    start = policy.init_fast(model)
-    rule = LearnedOptimRule(config, start)
-    return MetaLearner(model, policy, config, rule, start=start, outer_opt=outer_opt)
+    return MetaLearner.with_rule(
+        model, policy, config or LearnedOptimConfig(), LearnedOptimRule, outer_opt
+    )
 
 
 def _group(name: str, group_by: str) -> str:

@@ -96,10 +96,7 @@ def meta_sgd(
     outer_opt: OuterFactory | None = None,
 ) -> MetaLearner:
     """A Meta-SGD learner; its rule (``learner.rule``) exposes ``rates()``."""
-    config = config or MetaSGDConfig()
-    start = policy.init_fast(model)
-    rule = MetaSGDRule(config, start)
-    return MetaLearner(model, policy, config, rule, start=start, outer_opt=outer_opt)
+    return MetaLearner.with_rule(model, policy, config or MetaSGDConfig(), MetaSGDRule, outer_opt)
 
 
 def _initial_rates(config: MetaSGDConfig, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
