@@ -25,6 +25,7 @@ __all__ = [
     "support_query",
     "temporal",
     "temporal_fraction",
+    "user_fraction",
     "user_sequences",
 ]
 
@@ -189,3 +190,22 @@ def fold_train_dataset(
         inter = inter.take(~np.isin(inter.user, valid))
     mark = {"fold": fold, "n_folds": n_folds, "seed": seed, "valid_fraction": valid_fraction}
     return replace(ds, interactions=inter, extra={**ds.extra, "cold_start_fold": mark})
+
+
+def user_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
+    """``split`` with train and valid rows of a seeded ``fraction`` of the training users only
+    (at least one); the test rows are all kept. The few-shot settings of a new domain: the
+    model learns from, and is selected on, those users alone and is tested on everyone."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return split
+    users = np.unique(split.train.user)
+    n = max(1, round(fraction * len(users)))
+    kept = np.sort(np.random.default_rng(seed).choice(users, size=n, replace=False))
+    return Split(
+        f"{split.name}, {n} of {len(users)} training users",
+        split.train.take(np.isin(split.train.user, kept)),
+        split.valid.take(np.isin(split.valid.user, kept)),
+        split.test,
+    )

@@ -1,0 +1,178 @@
+"""Fine-tuning strategies, side by side: which tensors train, and with which optimizer.
+
+- ``full``: every parameter.
+- ``lora``: rank-r LoRA through ``peft`` (``inject_adapter_in_model``) on the attention and
+  feed-forward projections and the item-text adaptor; the base weights are frozen.
+  ``merge_lora`` folds the deltas into a plain SeqRec for serving.
+- ``adapter``: bottleneck adapters after every transformer block (``adapt.adapters``).
+- ``adaptor``: the item-text adaptor only (the projection from text embeddings to item vectors),
+  plus the item id embeddings when the model has them.
+- ``head``: the last transformer block and the final LayerNorm (the ``head`` policy's tensors).
+
+``prepare`` applies a strategy to a model in place and returns the names of the tensors that
+train; ``make_optimizer`` builds AdamW, Adagrad or SGD over them. LAMB is left out: no maintained
+package provides it for torch 2.13.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from metarec.adapt.adapters import attach_adapters
+from metarec.adapt.policies import LoraPolicy, PolicyConfig, make_policy
+from metarec.errors import ConfigError
+from metarec.models.seqrec import SeqRec
+
+STRATEGIES = ("full", "lora", "adapter", "adaptor", "head")
+OPTIMIZERS = ("adamw", "adagrad", "sgd")
+# fnmatch patterns over module names (as the ``lora`` policy's targets); only nn.Linear is wrapped
+LORA_TARGETS = (
+    "blocks.*.attn.qkv",
+    "blocks.*.attn.out",
+    "blocks.*.ff.0",
+    "blocks.*.ff.3",
+    "items.text_proj*",
+)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A strategy plus its options. ``item_ids``: whether the target catalogue gets trainable id
+    embeddings (None: only for ``full``, since they are as many parameters as items)."""
+
+    strategy: str = "lora"
+    optimizer: str = "adamw"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    adapter_hidden: int = 16
+    item_ids: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lora_rank", "adapter_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.lora_targets, tuple) or not self.lora_targets:
+            raise ValueError(f"lora_targets must be a non-empty tuple, got {self.lora_targets!r}")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+
+    @property
+    def uses_item_ids(self) -> bool:
+        return self.strategy == "full" if self.item_ids is None else self.item_ids
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
+    """Apply ``config.strategy`` to ``model`` in place; the names of the trainable tensors.
+
+    Everything else is frozen (``requires_grad=False``)."""
+    if config.strategy == "lora":
+        _inject_lora(model, config)
+    elif config.strategy == "adapter":
+        model.requires_grad_(False)
+        attach_adapters(model, config.adapter_hidden)
+    else:
+        keep = set(_subset(model, config.strategy))
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in keep)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise ConfigError(f"strategy {config.strategy!r} leaves no trainable parameter")
+    return names
+
+
+def _subset(model: SeqRec, strategy: str) -> list[str]:
+    names = [n for n, _ in model.named_parameters()]
+    if strategy == "full":
+        return names
+    if strategy == "head":
+        return list(make_policy(PolicyConfig("head"), model).touched)
+    return [n for n in names if n.startswith(("items.text_proj.", "items.id_embedding."))]
+
+
+def lora_layers(model: SeqRec, config: FinetuneConfig) -> list[str]:
+    """Names of the nn.Linear modules the LoRA strategy wraps."""
+    policy = PolicyConfig("lora", rank=config.lora_rank, targets=config.lora_targets)
+    try:
+        return list(LoraPolicy(policy, model).layers)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def _inject_lora(model: SeqRec, config: FinetuneConfig) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        target_modules=lora_layers(model, config),  # full names: peft matches them exactly
+        lora_dropout=0.0,
+        bias="none",
+    )
+    inject_adapter_in_model(lora, model)
+    for name, p in model.named_parameters():  # peft freezes the base; the id table stays so
+        if name.startswith("items.id_embedding."):
+            p.requires_grad_(config.uses_item_ids)
+
+
+def merge_lora(model: SeqRec) -> SeqRec:
+    """A plain SeqRec whose weights are ``W + (alpha / r) B A`` of ``model``'s LoRA layers."""
+    from peft.tuners.lora import LoraLayer
+
+    work = copy.deepcopy(model)
+    merged = {}
+    for name, module in work.named_modules():
+        if isinstance(module, LoraLayer):
+            module.merge()
+            base = module.get_base_layer()
+            merged[f"{name}.weight"] = base.weight.detach()
+            if base.bias is not None:
+                merged[f"{name}.bias"] = base.bias.detach()
+    plain = SeqRec(model.config)
+    state = {
+        k: v for k, v in work.state_dict().items() if ".base_layer." not in k and "lora_" not in k
+    }
+    plain.load_state_dict({**state, **merged})
+    return plain.train(model.training)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; total counts the base weights once (LoRA's frozen
+    base layer included, its A and B excluded)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total - _added(model)
+
+
+def _added(model: nn.Module) -> int:
+    """Parameters a strategy added on top of the base model (LoRA matrices, adapters)."""
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or ".adapter." in n)
+
+
+def make_optimizer(
+    model: nn.Module, config: FinetuneConfig, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """The chosen optimizer over the trainable tensors; no weight decay on 1-d tensors."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9)
