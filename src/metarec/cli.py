@@ -34,6 +34,14 @@ DataOpt = Annotated[
     str | None,
     typer.Option("--data", help="Dataset name (ml-latest-small, amazon-office, ...) or path."),
 ]
+DataListOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="Dataset name or path; repeat to pretrain on several domains at once "
+        "(e.g. --data ml-latest-small --data amazon-office).",
+    ),
+]
 
 
 def _say(msg: str) -> None:
@@ -104,7 +112,10 @@ def data_export(
 @app.command()
 def pretrain(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")] = Path("metarec-model"),
-    data: DataOpt = None,
+    data: DataListOpt = None,
+    domain_tag: Annotated[
+        bool, typer.Option(help="Several --data: prefix each item's text with its domain name.")
+    ] = False,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
     ] = None,
@@ -128,7 +139,7 @@ def pretrain(
 ) -> None:
     """Pretrain the sequential model (next-item prediction) and write a checkpoint."""
     from metarec.config import pretrain_settings
-    from metarec.data.loaders.registry import load_dataset
+    from metarec.data.combine import load_combined
     from metarec.data.splits import fold_train_dataset, leave_one_out
     from metarec.training.pretrain import prepare_next_item
     from metarec.training.workflow import pretrain_seqrec, write_pretrain_report
@@ -142,7 +153,7 @@ def pretrain(
     }
     spec, train = pretrain_settings(config, flags, train_flags)
     _writable_folder(out)
-    dataset = load_dataset(data)
+    dataset = load_combined(data or [], domain_tag)
     if cold_start_fold is not None:
         dataset = fold_train_dataset(dataset, cold_start_fold, n_folds, fold_seed)
     nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
@@ -386,6 +397,97 @@ def bench_serve_load(
     cfg = ServeLoadConfig(model=model, data=data, db=db, out=out, seconds=seconds, rates=rates)
     res = run_serve_load(cfg, log=_say)
     typer.echo(format_table(res["results"], ["rps", "p50_ms", "p99_ms", "errors"]))
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
+
+
+@app.command()
+def finetune(
+    base: Annotated[Path, typer.Option(help="Pretrained checkpoint folder.")],
+    data: Annotated[str, typer.Option("--data", help="Target dataset name or path.")],
+    strategy: Annotated[str, typer.Option(help="full | lora | adapter | adaptor | head")] = "lora",
+    out: Annotated[Path, typer.Option(help="Folder for the adapter or checkpoint.")] = Path(
+        "metarec-finetuned"
+    ),
+    fraction: Annotated[float, typer.Option(help="Share of the target's training users.")] = 1.0,
+    optimizer: Annotated[str, typer.Option(help="adamw | adagrad | sgd")] = "adamw",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-3,
+    max_epochs: Annotated[int, typer.Option()] = 100,
+    time_budget: Annotated[float | None, typer.Option(help="Stop training after N s.")] = None,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    item_ids: Annotated[
+        bool | None,
+        typer.Option(help="Train id embeddings for the target's items (default: only for full)."),
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option(help="Also write a plain merged checkpoint to OUT/merged.")
+    ] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Adapt a pretrained model to a target dataset (a new domain or new behaviour)."""
+    from metarec.adapt.finetune import FinetuneConfig
+    from metarec.adapt.workflow import finetune_checkpoint, write_finetune_report
+    from metarec.data.loaders.registry import load_dataset
+    from metarec.training.loop import TrainConfig
+
+    try:
+        config = FinetuneConfig(
+            strategy=strategy, optimizer=optimizer, lora_rank=lora_rank, item_ids=item_ids
+        )
+        train = TrainConfig(
+            batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,
+            time_budget_s=time_budget,
+        )  # fmt: skip
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"--fraction must be in (0, 1], got {fraction}")
+    _writable_folder(out)
+    target = load_dataset(data)
+    res, files = finetune_checkpoint(base, target, config, train, out, fraction, merge)
+    report = write_finetune_report(res, target, config, fraction, out)
+    for name, metrics in (("before", res.before), ("after", res.after)):
+        typer.echo(f"{name:7s}" + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    typer.echo(
+        f"trained {res.params['trainable']:,} of {res.params['total']:,} parameters "
+        f"({res.params['fraction']:.2%}) in {res.state.train_seconds:.0f} s"
+    )
+    for kind, path in files.items():
+        typer.echo(f"{kind}: {path}")
+    typer.echo(f"report: {report}")
+
+
+@bench_app.command("transfer-scientific")
+def bench_transfer_scientific(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path(
+        "metarec-runs/transfer-scientific"
+    ),
+    source: Annotated[
+        list[str] | None, typer.Option(help="Source dataset; repeat (default ml + office).")
+    ] = None,
+    target: Annotated[str, typer.Option(help="Target dataset.")] = "amazon-scientific",
+    seed: Annotated[int, typer.Option()] = 0,
+    strategy: Annotated[list[str] | None, typer.Option(help="Strategy; repeat.")] = None,
+    quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
+) -> None:
+    """PROTOCOLS.md transfer-scientific: zero-shot, few-shot and full target training."""
+    from dataclasses import replace
+
+    from metarec.bench.transfer_scientific import TransferConfig, run_transfer
+    from metarec.config import transfer_quick_config
+    from metarec.evaluation.report import format_table
+
+    _writable_folder(out)
+    cfg = TransferConfig(out=out, target=target, seed=seed)
+    cfg = replace(
+        cfg,
+        sources=tuple(source) if source else cfg.sources,
+        strategies=tuple(strategy) if strategy else cfg.strategies,
+    )
+    if quick:
+        cfg = transfer_quick_config(cfg)
+    res = run_transfer(cfg, log=_say)
+    typer.echo(format_table(res["results"], list(res["metrics"])))
     typer.echo(f"report:       {res['report']}")
     typer.echo(f"metrics.json: {res['metrics_json']}")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from metarec.adapt.policies import PolicyConfig
 from metarec.bench.coldstart_ml import ColdstartConfig
+from metarec.bench.transfer_scientific import TransferConfig
 from metarec.bench.warm_ml import WarmMLConfig
 from metarec.errors import ConfigError
 from metarec.meta.learners import ALGORITHMS, CONFIG_CLASSES, LearnerSpec
@@ -194,4 +195,18 @@ def coldstart_quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
         pretrain=replace(cfg.pretrain, max_epochs=2, time_budget_s=None),
         meta=replace(cfg.meta, max_steps=4, eval_every=2, time_budget_s=None),
         finetune_lrs=cfg.finetune_lrs[1:2] or cfg.finetune_lrs,
+    )
+
+
+def transfer_quick_config(cfg: TransferConfig) -> TransferConfig:
+    """transfer-scientific smoke-test budgets: two epochs everywhere, a few meta steps, one
+    fraction. Never the configuration that is reported."""
+    two = {"max_epochs": 2, "time_budget_s": None}
+    return replace(
+        cfg,
+        quick=True,
+        fractions=cfg.fractions[-1:],
+        pretrain=replace(cfg.pretrain, **two),
+        finetune=replace(cfg.finetune, **two),
+        init=replace(cfg.init, meta=replace(cfg.init.meta, max_steps=3, eval_every=2)),
     )

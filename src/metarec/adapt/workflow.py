@@ -10,18 +10,31 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from metarec.adapt.finetune import FinetuneConfig, count_parameters, make_optimizer, prepare
+from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
+from metarec.adapt.finetune import (
+    FinetuneConfig,
+    count_parameters,
+    make_optimizer,
+    merge_lora,
+    prepare,
+)
 from metarec.adapt.transfer import to_catalogue
 from metarec.data.schema import Dataset
 from metarec.data.splits import Split, given, leave_one_out, user_fraction
-from metarec.errors import CheckpointError
+from metarec.errors import CheckpointError, ConfigError
 from metarec.evaluation.next_item import evaluate_next_item
 from metarec.models.seqrec import SeqRec
 from metarec.text import encode_with_cache
-from metarec.training.checkpoint import Checkpoint
+from metarec.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_item_text,
+)
 from metarec.training.loop import TrainConfig, TrainState
 from metarec.training.pretrain import NextItemData, prepare_next_item, train_seqrec
 
@@ -109,3 +122,99 @@ def finetune(
     return FinetuneResult(
         model, trainable, state, before, after, params, time.perf_counter() - start
     )
+
+
+def plain_model(model: SeqRec, config: FinetuneConfig) -> SeqRec:
+    """The fine-tuned model as a plain SeqRec, for serving: LoRA merged into the base weights,
+    other strategies as they are. Bottleneck adapters add layers and cannot be merged."""
+    if config.strategy == "adapter":
+        raise ConfigError(
+            "bottleneck adapters add layers to the model and cannot be merged into it; "
+            "load the adapter on its base instead (metarec.adapt.adapter_io.load_adapter)"
+        )
+    if config.strategy == "lora":
+        return merge_lora(model)
+    plain = SeqRec(model.config, _text(model))
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def finetune_checkpoint(
+    base_path: Path,
+    target: Dataset,
+    config: FinetuneConfig,
+    train: TrainConfig,
+    out: Path,
+    fraction: float = 1.0,
+    merge: bool = False,
+) -> tuple[FinetuneResult, dict]:
+    """``metarec finetune``: fine-tune checkpoint ``base_path`` on ``target`` and write to
+    ``out`` an adapter (or, for ``full``, a whole checkpoint), plus with ``merge`` a plain
+    checkpoint in ``out/merged``. Returns the result and the files written."""
+    base = load_checkpoint(base_path)
+    if not isinstance(base.model, SeqRec):
+        raise CheckpointError(f"fine-tuning needs a SeqRec checkpoint, got {base.model_type}")
+    data = target_data(target, fraction, train.seed, base.model.config.max_len)
+    model, moved = starting_model(base, target, config, progress=train.progress)
+    res = finetune(model, data, config, train)
+    meta = {
+        "dataset": target.name,
+        "base_checkpoint": str(Path(base_path).resolve()),
+        "finetune": config.to_dict(),
+        "fraction": fraction,
+        "train_config": train.to_dict(),
+        "train_state": res.state.to_dict(),
+        "metrics": {"before": res.before, "after": res.after},
+        "model_spec": base.meta.get("model_spec"),
+    }
+    files: dict[str, Path] = {}
+    if config.strategy == "full":
+        files["checkpoint"] = _save_plain(out, res.model, target, meta)
+    else:
+        adapter = Adapter(res.model, config, target.users, target.items.ids, meta)
+        files["adapter"] = save_adapter(out, adapter, res.trainable, base.path, moved)
+        res.params["adapter_bytes"] = adapter_size_bytes(out)
+        if merge:
+            files["merged"] = _save_plain(
+                out / "merged", plain_model(res.model, config), target, meta
+            )
+    return res, files
+
+
+def _save_plain(out: Path, model: SeqRec, target: Dataset, meta: dict) -> Path:
+    path = save_checkpoint(out, Checkpoint(model, "seqrec", target.users, target.items.ids, meta))
+    write_item_text(out, target.items.ids, target.items.text)
+    return path
+
+
+def write_finetune_report(
+    res: FinetuneResult, target: Dataset, config: FinetuneConfig, fraction: float, out: Path
+) -> Path:
+    """metrics.json (rows "before" and the strategy) and report.md beside the written model."""
+    from metarec.evaluation.report import (
+        ResultRow,
+        plot_learning_curves,
+        write_metrics_json,
+        write_report_md,
+    )
+
+    setting = {"strategy": config.strategy, "optimizer": config.optimizer, "fraction": fraction}
+    names = {
+        "trainable": "trainable_params",
+        "total": "total_params",
+        "fraction": "trainable_fraction",
+    }
+    cost = {**res.state.cost(), **{names.get(k, k): v for k, v in res.params.items()}}
+    rows = [
+        ResultRow("before", {**setting, "adapted": False}, res.before),
+        ResultRow(f"finetune-{config.strategy}", {**setting, "adapted": True}, res.after, cost),
+    ]
+    write_metrics_json(out, "finetune", target.name, rows, [0])
+    curve = plot_learning_curves({config.strategy: res.state.curve}, out / "learning_curve.png")
+    intro = (
+        f"Fine-tuning on {target.describe()} with strategy {config.strategy!r} and "
+        f"{config.optimizer}; {fraction:.0%} of the training users; stopped: {res.state.stopped}. "
+        f"{res.params['trainable']:,} of {res.params['total']:,} parameters trained "
+        f"({res.params['fraction']:.2%})."
+    )
+    return write_report_md(out, "metarec finetune", intro, rows, [("Validation NDCG@10", curve)])

@@ -92,12 +92,19 @@ def plot_metric_bars(results: Sequence[ResultRow], metric: str, path: str | Path
     return _save(fig, path)
 
 
-def plot_metric_by(results: Sequence[ResultRow], metric: str, x: str, path: str | Path) -> Path:
-    """One line per method: ``metric`` against the numeric setting ``x`` (e.g. K), with 95%
-    CI bands where the metric is {"mean", "ci95"}."""
+def plot_metric_by(
+    results: Sequence[ResultRow],
+    metric: str,
+    x: str,
+    path: str | Path,
+    references: Mapping[str, float] | None = None,
+) -> Path:
+    """One line per method: ``metric`` against the positive numeric setting ``x`` (e.g. K), with
+    95% CI bands where the metric is {"mean", "ci95"}; ``references`` are labelled horizontal
+    lines (a zero-shot score, a published figure)."""
     lines: dict[str, list[tuple[float, float, float]]] = {}
     for r in results:
-        if metric in r.metrics and x in r.setting:
+        if metric in r.metrics and float(r.setting.get(x, 0)) > 0:
             mean, half = _mean_and_half_width(r.metrics[metric])
             lines.setdefault(r.method, []).append((float(r.setting[x]), mean, half))
     if not lines:
@@ -110,6 +117,8 @@ def plot_metric_by(results: Sequence[ResultRow], metric: str, x: str, path: str 
         lo = [m - h for m, h in zip(means, halves, strict=True)]
         hi = [m + h for m, h in zip(means, halves, strict=True)]
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, ls=("--", ":", "-.")[i % 3], color="grey", lw=1.2, label=label)
     ax.set_xscale("log")
     ticks = sorted({p[0] for points in lines.values() for p in points})
     ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])

@@ -1,0 +1,110 @@
+"""metrics.json, report.md and plots of a transfer-scientific run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from metarec.adapt.workflow import METRICS
+from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
+from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
+
+if TYPE_CHECKING:
+    from metarec.bench.transfer_scientific import Run
+
+# VQ-Rec (Hou et al., WWW 2023) on Scientific, same data and protocol: the bar of issue 4.
+PUBLISHED = {"Recall@10": 0.1211, "NDCG@10": 0.0643}
+
+
+def before_after(rows: list[ResultRow], metric: str = "NDCG@10") -> str:
+    """Markdown: one row per method, the zero-shot score, then one column per target fraction."""
+    zero = next((r.metrics[metric] for r in rows if r.method == "zero-shot"), None)
+    fractions = sorted({r.setting["fraction"] for r in rows if r.setting["fraction"] > 0})
+    methods = list(dict.fromkeys(r.method for r in rows if r.method != "zero-shot"))
+    cell = {(r.method, r.setting["fraction"]): r.metrics[metric] for r in rows}
+    best = {
+        f: max((m for m in methods if (m, f) in cell), key=lambda m: cell[(m, f)])
+        for f in fractions
+    }
+    head = "| method | before (zero-shot) | " + " | ".join(f"{f:.0%} of users" for f in fractions)
+    lines = [head + " |", "|---|---:|" + "---:|" * len(fractions)]
+    for m in methods:
+        before = "-" if m in ("sasrec-id", "text-only") or zero is None else f"{zero:.4f}"
+        cells = []
+        for f in fractions:
+            text = "-" if (m, f) not in cell else f"{cell[(m, f)]:.4f}"
+            cells.append(f"**{text}**" if best[f] == m else text)
+        lines.append(f"| {m} | {before} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[ResultRow]) -> list[str]:
+    """The issue's bars, each checked against this run's rows."""
+    full = [r for r in rows if r.setting.get("fraction") == 1.0]
+    out = []
+    if full:
+        best = max(full, key=lambda r: r.metrics["NDCG@10"])
+        ok = all(best.metrics[k] >= v for k, v in PUBLISHED.items())
+        out.append(
+            f"Full target training, best: {best.method} NDCG@10 {best.metrics['NDCG@10']:.4f}, "
+            f"Recall@10 {best.metrics['Recall@10']:.4f} vs VQ-Rec 0.0643 / 0.1211: "
+            + ("reached" if ok else "not reached")
+        )
+        by = {r.method: r for r in full}
+        if "lora" in by and "finetune-all" in by:
+            ratio = by["lora"].metrics["NDCG@10"] / max(
+                by["finetune-all"].metrics["NDCG@10"], 1e-12
+            )
+            share = by["lora"].cost.get("trainable_fraction", float("nan"))
+            out.append(
+                f"LoRA: {share:.2%} of the parameters trained, {ratio:.1%} of full fine-tuning's "
+                "NDCG@10 (bar: at most 5%, at least 95%)"
+            )
+    return out
+
+
+def write_transfer_report(run: Run, seconds: float) -> dict:
+    cfg, rows = run.cfg, run.rows
+    out = cfg.out
+    zero = next(r.metrics["NDCG@10"] for r in rows if r.method == "zero-shot")
+    plot = plot_metric_by(
+        rows,
+        "NDCG@10",
+        "fraction",
+        out / "ndcg_by_fraction.png",
+        references={"zero-shot": zero, "VQ-Rec (published)": PUBLISHED["NDCG@10"]},
+    )
+    curves = plot_learning_curves(
+        {k: v for k, v in run.curves.items() if k.endswith(" 1")}, out / "learning_curves.png"
+    )
+    extra = {
+        "sources": list(cfg.sources),
+        "target": cfg.target,
+        "wall_seconds": round(seconds, 1),
+        "quick": cfg.quick,
+    }
+    metrics = write_metrics_json(out, "transfer-scientific", cfg.target, rows, [cfg.seed], extra)
+    intro = (
+        f"Pretrained on {' + '.join(cfg.sources)} ({run.source.describe()}), moved to "
+        f"{run.target.describe()} and adapted with {len(rows)} (method, fraction) runs in "
+        f"{seconds / 60:.1f} minutes. Test: the target's given test rows, full-catalogue "
+        "ranking, history excluded. Fractions are of the target's training users; every run is "
+        "tested on all test users."
+        + (" QUICK MODE: smoke-test budgets, not a result." if cfg.quick else "")
+    )
+    sections = [
+        ("NDCG@10 before and after adaptation", before_after(rows)),
+        ("Recall@10 before and after adaptation", before_after(rows, "Recall@10")),
+        ("Bars", "\n".join(f"- {v}" for v in verdicts(rows)) or "-"),
+    ]
+    report = write_report_md(
+        out,
+        "transfer-scientific: a new domain from pretrained source domains",
+        intro,
+        rows,
+        [
+            ("NDCG@10 by fraction of target users", plot),
+            ("Validation NDCG@10, full target", curves),
+        ],
+        sections=sections,
+    )
+    return {"results": rows, "metrics_json": metrics, "report": report, "metrics": METRICS}

@@ -1,0 +1,194 @@
+"""PROTOCOLS.md transfer-scientific: pretrain on source domains, adapt to a new one.
+
+One run: a text + id model is pretrained on the sources (ml-latest-small and amazon-office, one
+catalogue, one text space), moved to the target's catalogue (amazon-scientific, its given
+train/valid/test files) and scored zero-shot, then fine-tuned with each strategy on 1%, 10% and
+all of the target's training users; a meta-learned initialisation (Reptile over domain tasks of
+the sources) is fine-tuned with the strategy that validated best at each fraction. Baselines
+train on the target alone: an id-only SASRec and the same text model from scratch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
+from metarec.adapt.finetune import FinetuneConfig
+from metarec.adapt.workflow import METRICS, evaluate, finetune, starting_model, target_data
+from metarec.bench.resources import peak_rss_mb, reset_peak_rss
+from metarec.bench.transfer_init import MetaInitConfig, meta_init
+from metarec.data.combine import load_combined
+from metarec.data.loaders.registry import load_dataset
+from metarec.data.schema import Dataset
+from metarec.data.splits import leave_one_out
+from metarec.errors import ConfigError
+from metarec.evaluation.report import ResultRow
+from metarec.training.checkpoint import Checkpoint, load_checkpoint
+from metarec.training.loop import TrainConfig
+from metarec.training.pretrain import NextItemData, prepare_next_item
+from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+
+PROTOCOL = "transfer-scientific"
+METHOD_OF = {
+    "full": "finetune-all",
+    "lora": "lora",
+    "adapter": "adapter",
+    "adaptor": "adaptor",
+    "head": "finetune-head",
+}
+BASELINES = ("sasrec-id", "text-only")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    sources: tuple[str, ...] = ("ml-latest-small", "amazon-office")
+    target: str = "amazon-scientific"
+    out: Path = Path("metarec-runs/transfer-scientific")
+    seed: int = 0
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    strategies: tuple[str, ...] = ("full", "lora", "adaptor")
+    lr: dict[str, float] = field(
+        default_factory=lambda: {
+            "full": 1e-3,
+            "lora": 3e-3,
+            "adapter": 3e-3,
+            "adaptor": 2e-3,
+            "head": 2e-3,
+        }
+    )
+    meta_init: bool = True
+    baselines: tuple[str, ...] = BASELINES
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    pretrain: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, patience=5, time_budget_s=900)
+    )
+    finetune: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            batch_size=64, lr=1e-3, patience=5, max_epochs=100, time_budget_s=300
+        )
+    )
+    init: MetaInitConfig = field(default_factory=MetaInitConfig)
+    progress: bool = True
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.strategies if s not in METHOD_OF]
+        if unknown:
+            raise ConfigError(f"unknown strategy(ies) {unknown}; known: {', '.join(METHOD_OF)}")
+        if any(not 0 < f <= 1 for f in self.fractions) or not self.fractions:
+            raise ConfigError(f"fractions must be in (0, 1], got {self.fractions}")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise ConfigError(f"unknown baseline(s) {bad}; known: {', '.join(BASELINES)}")
+        if len(self.sources) < 1:
+            raise ConfigError("at least one source dataset is needed")
+
+
+@dataclass
+class Run:
+    """What the methods of one run share."""
+
+    cfg: TransferConfig
+    source: Dataset
+    target: Dataset
+    base: Checkpoint
+    log: Callable[[str], None]
+    rows: list[ResultRow] = field(default_factory=list)
+    validated: dict[tuple[float, str], float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def pretrain_sources(cfg: TransferConfig, log: Callable[[str], None]) -> tuple[Dataset, Checkpoint]:
+    """The source datasets combined, and the model pretrained on them (saved under out/base)."""
+    source = load_combined(list(cfg.sources))
+    log(f"pretraining on {source.describe()}")
+    data = prepare_next_item(
+        leave_one_out(source), source.n_users, source.n_items, cfg.spec.max_len
+    )
+    train = replace(cfg.pretrain, seed=cfg.seed, progress=cfg.progress)
+    res = pretrain_seqrec(source, data, cfg.spec, train, out=cfg.out / "base", overwrite=True)
+    log(f"source pretraining: {res.state.stopped}; valid NDCG@10 {res.valid['NDCG@10']:.4f}")
+    return source, load_checkpoint(res.checkpoint)
+
+
+def _row(method: str, fraction: float, metrics: dict, cost: dict, **setting) -> ResultRow:
+    return ResultRow(
+        method=method,
+        setting={"fraction": fraction, **setting},
+        metrics={k: metrics[k] for k in METRICS},
+        cost=cost,
+    )
+
+
+def run_strategy(
+    run: Run, base: Checkpoint, data: NextItemData, fraction: float, strategy: str, method: str
+) -> None:
+    """Fine-tune ``base`` on ``data`` with ``strategy``; one result row."""
+    cfg = run.cfg
+    reset_peak_rss()
+    config = FinetuneConfig(strategy=strategy)
+    model, moved = starting_model(base, run.target, config, progress=False)
+    train = replace(cfg.finetune, lr=cfg.lr[strategy], seed=cfg.seed, progress=cfg.progress)
+    res = finetune(model, data, config, train)
+    folder = cfg.out / "adapters" / f"{method}-{fraction:g}"
+    adapter = Adapter(res.model, config, run.target.users, run.target.items.ids)
+    save_adapter(folder, adapter, res.trainable, base.path, moved)
+    cost = {
+        **res.state.cost(),
+        "trainable_params": res.params["trainable"],
+        "trainable_fraction": round(res.params["fraction"], 5),
+        "adapter_bytes": adapter_size_bytes(folder),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    run.rows.append(_row(method, fraction, res.after, cost, strategy=strategy))
+    run.validated[(fraction, strategy)] = res.state.best_metric
+    run.curves[f"{method} {fraction:g}"] = res.state.curve
+    run.log(
+        f"{method} at {fraction:g}: NDCG@10 {res.before['NDCG@10']:.4f} -> "
+        f"{res.after['NDCG@10']:.4f} ({res.params['trainable']:,} trainable, "
+        f"{res.state.train_seconds:.0f} s)"
+    )
+
+
+def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> None:
+    """A model trained on the target alone: id-only SASRec or the text model from scratch."""
+    cfg = run.cfg
+    reset_peak_rss()
+    spec = replace(cfg.spec, item_repr="id" if name == "sasrec-id" else "text")
+    text = item_text_features(run.target, spec, progress=False)
+    train = replace(cfg.finetune, lr=1e-3, seed=cfg.seed, progress=cfg.progress)
+    res = pretrain_seqrec(run.target, data, spec, train, text=text)
+    cost = {**res.state.cost(), "peak_rss_mb": peak_rss_mb()}
+    run.rows.append(_row(name, fraction, evaluate(res.model, data), cost))
+    run.curves[f"{name} {fraction:g}"] = res.state.curve
+    run.log(f"{name} at {fraction:g}: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}")
+
+
+def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dict:
+    """The whole protocol; writes metrics.json, report.md and plots under ``cfg.out``."""
+    from metarec.bench.transfer_report import write_transfer_report
+
+    start = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    source, base = pretrain_sources(cfg, log)
+    target = load_dataset(cfg.target)
+    log(f"target: {target.describe()}")
+    run = Run(cfg, source, target, base, log)
+    zero = starting_model(base, target, FinetuneConfig(strategy="lora"), progress=cfg.progress)[0]
+    first = target_data(target, cfg.fractions[0], cfg.seed, cfg.spec.max_len)
+    run.rows.append(_row("zero-shot", 0.0, evaluate(zero, first), {"train_seconds": 0.0}))
+    log(f"zero-shot: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}")
+    init = meta_init(base, source, cfg.init, cfg.out / "meta-init", log) if cfg.meta_init else None
+    for fraction in cfg.fractions:
+        data = target_data(target, fraction, cfg.seed, cfg.spec.max_len)
+        for strategy in cfg.strategies:
+            run_strategy(run, base, data, fraction, strategy, METHOD_OF[strategy])
+        if init is not None:
+            best = max(cfg.strategies, key=lambda s: run.validated[(fraction, s)])
+            run_strategy(run, init, data, fraction, best, "meta-init")
+        for name in cfg.baselines:
+            run_baseline(run, data, fraction, name)
+    return write_transfer_report(run, time.perf_counter() - start)

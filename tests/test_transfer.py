@@ -1,0 +1,154 @@
+"""Transfer to a new domain end to end on small slices of real data: the finetune command and
+the transfer-scientific runner in quick mode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from metarec.adapt.adapter_io import load_adapter
+from metarec.adapt.workflow import target_data
+from metarec.bench.transfer_init import MetaInitConfig
+from metarec.bench.transfer_scientific import TransferConfig, run_transfer
+from metarec.config import transfer_quick_config
+from metarec.data.combine import load_combined
+from metarec.data.loaders.registry import load_dataset
+from metarec.data.splits import leave_one_out
+from metarec.evaluation.report import read_metrics_json
+from metarec.models import SeqBatch
+from metarec.training.checkpoint import load_checkpoint
+from metarec.training.loop import TrainConfig
+from metarec.training.pretrain import prepare_next_item
+from metarec.training.workflow import ModelSpec, pretrain_seqrec
+from test_cli import run_cli
+from test_meta_helpers import one_thread  # noqa: F401  (autouse)
+
+SPEC = ModelSpec(dim=16, n_layers=1, n_heads=1, max_len=10, text_hidden=0)
+
+
+def _slice(shared, tmp_path, name: str, movies: range, n_users: int) -> str:
+    """A movielens-csv folder: the ratings of the first ``n_users`` users on ``movies``."""
+    src = shared / "ml-latest-small"
+    ratings = np.genfromtxt(src / "ratings.csv", delimiter=",", skip_header=1)
+    lines = (src / "movies.csv").read_text(encoding="utf-8").splitlines()
+    keep = {int(line.split(",", 1)[0]) for line in lines[1:]} & set(movies)
+    rows = ratings[np.isin(ratings[:, 1], list(keep)) & (ratings[:, 0] <= n_users)]
+    folder = tmp_path / name
+    folder.mkdir()
+    body = "".join(f"{int(u)},{int(i)},{r},{int(t)}\n" for u, i, r, t in rows)
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + body)
+    movie_lines = [line for line in lines[1:] if int(line.split(",", 1)[0]) in keep]
+    (folder / "movies.csv").write_text("\n".join([lines[0], *movie_lines]) + "\n")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def domains(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("domains")
+    return (
+        _slice(shared_data, tmp, "films-a", range(1, 400), 60),
+        _slice(shared_data, tmp, "films-b", range(400, 1200), 60),
+        _slice(shared_data, tmp, "films-c", range(1200, 3000), 80),
+    )
+
+
+def _pretrain(sources, out):
+    source = load_combined(list(sources))
+    data = prepare_next_item(leave_one_out(source), source.n_users, source.n_items, SPEC.max_len)
+    cfg = TrainConfig(max_epochs=2, batch_size=32, progress=False)
+    return pretrain_seqrec(source, data, SPEC, cfg, out=out).checkpoint
+
+
+@pytest.mark.slow
+def test_finetune_command_writes_an_adapter_and_a_merged_model(
+    domains, tmp_path, monkeypatch, capsys
+):
+    base = _pretrain(domains[:2], tmp_path / "base")
+    out = tmp_path / "lora"
+    args = ["finetune", "--base", str(base), "--data", domains[2], "--strategy", "lora"]
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, *args, "--out", str(out), "--max-epochs", "2", "--merge"
+    )
+    assert code == 0, err
+    assert "before" in stdout and "after" in stdout and "report:" in stdout
+    adapter = load_adapter(out)
+    merged = load_checkpoint(out / "merged")
+    target = load_dataset(domains[2])
+    assert merged.items == target.items.ids == adapter.items
+    batch = SeqBatch(torch.zeros(3, dtype=torch.long), torch.randint(0, target.n_items, (3, 5)))
+    assert torch.allclose(merged.model.score(batch), adapter.model.score(batch), atol=1e-4)
+    doc = read_metrics_json(out)
+    before, after = doc["results"]
+    assert before["method"] == "before" and after["method"] == "finetune-lora"
+    cost = after["cost"]
+    assert 0 < cost["trainable_params"] < cost["total_params"]
+    assert cost["trainable_fraction"] == pytest.approx(
+        cost["trainable_params"] / cost["total_params"]
+    )
+    assert cost["adapter_bytes"] >= 4 * cost["trainable_params"]
+    # the adapter file holds only the LoRA tensors
+    names = json.loads((out / "adapter.json").read_text())["trainable"]
+    assert names and all("lora_" in n for n in names)
+
+
+def test_finetune_command_refuses_bad_input(domains, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "finetune", "--base", str(tmp_path / "none"), "--data", domains[2]
+    )
+    assert code == 1 and "checkpoint folder not found" in err and "Traceback" not in err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "finetune", "--base", "x", "--data", domains[2], "--strategy", "prefix"
+    )
+    assert code == 1 and "strategy must be one of" in err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "finetune", "--base", "x", "--data", domains[2], "--fraction", "0"
+    )
+    assert code == 1 and "--fraction" in err
+
+
+def test_target_fraction_keeps_every_test_user(domains):
+    target = load_dataset(domains[2])
+    full, part = target_data(target, 1.0), target_data(target, 0.25)
+    assert len(part.test) == len(full.test)
+    assert len(np.unique(part.window_users)) < len(np.unique(full.window_users))
+
+
+@pytest.mark.slow
+def test_transfer_runner_quick_writes_every_row(domains, tmp_path):
+    cfg = TransferConfig(
+        sources=domains[:2],
+        target=domains[2],
+        out=tmp_path / "run",
+        spec=SPEC,
+        strategies=("full", "lora", "adaptor"),
+        init=MetaInitConfig(users_per_task=8, tasks_per_domain=4, valid_tasks_per_domain=2),
+        progress=False,
+    )
+    cfg = replace(transfer_quick_config(cfg), fractions=(0.5, 1.0))
+    logs: list[str] = []
+    res = run_transfer(cfg, log=logs.append)
+    doc = read_metrics_json(res["metrics_json"])
+    assert doc["protocol"] == "transfer-scientific" and doc["quick"] is True
+    rows = {(r["method"], r["setting"]["fraction"]) for r in doc["results"]}
+    expected = {("zero-shot", 0.0)} | {
+        (m, f)
+        for f in (0.5, 1.0)
+        for m in ("finetune-all", "lora", "adaptor", "meta-init", "sasrec-id", "text-only")
+    }
+    assert rows == expected
+    for r in doc["results"]:
+        assert set(r["metrics"]) == {"Recall@10", "NDCG@10", "Recall@50", "NDCG@50"}
+        assert 0 <= r["metrics"]["NDCG@10"] <= r["metrics"]["NDCG@50"] <= 1
+    lora = next(r for r in doc["results"] if r["method"] == "lora")
+    full = next(r for r in doc["results"] if r["method"] == "finetune-all")
+    assert lora["cost"]["trainable_params"] < full["cost"]["trainable_params"]
+    assert lora["cost"]["adapter_bytes"] < 4 * full["cost"]["trainable_params"]
+    report = res["report"].read_text()
+    assert "before (zero-shot)" in report and "ndcg_by_fraction.png" in report
+    assert (cfg.out / "ndcg_by_fraction.png").stat().st_size > 0
+    assert any("meta-learned initialisation" in line for line in logs)
+    load_adapter(cfg.out / "adapters" / "lora-1")  # every adapter loads on its base
