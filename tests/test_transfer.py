@@ -75,6 +75,7 @@ def test_finetune_command_writes_an_adapter_and_a_merged_model(
     )
     assert code == 0, err
     assert "before" in stdout and "after" in stdout and "report:" in stdout
+    assert "KiB on disk" in stdout
     adapter = load_adapter(out)
     merged = load_checkpoint(out / "merged")
     target = load_dataset(domains[2])
@@ -110,11 +111,14 @@ def test_finetune_command_refuses_bad_input(domains, tmp_path, monkeypatch, caps
     assert code == 1 and "--fraction" in err
 
 
-def test_target_fraction_keeps_every_test_user(domains):
+def test_target_fraction_trains_on_few_users_and_tests_everyone_with_history(domains):
     target = load_dataset(domains[2])
     full, part = target_data(target, 1.0), target_data(target, 0.25)
-    assert len(part.test) == len(full.test)
-    assert len(np.unique(part.window_users)) < len(np.unique(full.window_users))
+    for name in ("users", "histories", "targets", "seen_indptr", "seen_items"):
+        assert np.array_equal(getattr(part.test, name), getattr(full.test, name)), name
+    kept = np.unique(part.window_users)
+    assert len(kept) < len(np.unique(full.window_users))
+    assert set(part.valid.users) <= set(kept)
 
 
 @pytest.mark.slow

@@ -368,6 +368,48 @@ def bench_train_throughput(
     typer.echo(f"metrics.json: {res['metrics_json']}")
 
 
+@bench_app.command("fewshot-like")
+def bench_fewshot_like(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/fewshot-like"),
+    data: DataOpt = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Budget-draw seed; repeat.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the 8:1:1 user split.")] = 0,
+    budget: Annotated[list[int] | None, typer.Option(help="Labelled samples; repeat.")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(help="Cross-encoder prompt: format string with {history}, {candidate}."),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
+) -> None:
+    """PROTOCOLS.md fewshot-like: like/dislike AUC from 16 / 64 / 256 labelled samples."""
+    from dataclasses import replace
+
+    from metarec.bench.fewshot_like import FewshotLikeConfig, quick_config, run_fewshot_like
+    from metarec.evaluation.report import format_table
+
+    _writable_folder(out)
+    try:
+        cfg = FewshotLikeConfig(data=data, out=out, split_seed=split_seed)
+        cfg = replace(
+            cfg,
+            seeds=tuple(seed) if seed else cfg.seeds,
+            budgets=tuple(budget) if budget else cfg.budgets,
+            methods=tuple(method) if method else cfg.methods,
+        )
+        if template is not None:
+            cfg = replace(cfg, cross=replace(cfg.cross, template=template))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    if quick:
+        cfg = quick_config(cfg)
+    res = run_fewshot_like(cfg, log=_say)
+    typer.echo(format_table([r for r in res["results"] if r.setting["adapted"]], ["AUC"]))
+    typer.echo(f"\nfinished in {res['seconds']:.0f} s")
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
+
+
 @bench_app.command("serve-load")
 def bench_serve_load(
     model: Annotated[Path, typer.Option(help="Checkpoint folder to serve.")],
@@ -448,9 +490,11 @@ def finetune(
     report = write_finetune_report(res, target, config, fraction, out)
     for name, metrics in (("before", res.before), ("after", res.after)):
         typer.echo(f"{name:7s}" + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    size = res.params.get("adapter_bytes")
     typer.echo(
         f"trained {res.params['trainable']:,} of {res.params['total']:,} parameters "
         f"({res.params['fraction']:.2%}) in {res.state.train_seconds:.0f} s"
+        + (f"; adapter {size / 1024:.1f} KiB on disk" if size else "")
     )
     for kind, path in files.items():
         typer.echo(f"{kind}: {path}")
@@ -466,6 +510,9 @@ def bench_transfer_scientific(
         list[str] | None, typer.Option(help="Source dataset; repeat (default ml + office).")
     ] = None,
     target: Annotated[str, typer.Option(help="Target dataset.")] = "amazon-scientific",
+    base: Annotated[
+        Path | None, typer.Option(help="Checkpoint already pretrained on the sources.")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     strategy: Annotated[list[str] | None, typer.Option(help="Strategy; repeat.")] = None,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
@@ -478,7 +525,7 @@ def bench_transfer_scientific(
     from metarec.evaluation.report import format_table
 
     _writable_folder(out)
-    cfg = TransferConfig(out=out, target=target, seed=seed)
+    cfg = TransferConfig(out=out, target=target, seed=seed, base=base)
     cfg = replace(
         cfg,
         sources=tuple(source) if source else cfg.sources,

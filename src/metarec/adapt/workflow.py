@@ -9,7 +9,7 @@ the zero-shot ones: the pretrained encoder scoring the new items from their text
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from metarec.adapt.transfer import to_catalogue
 from metarec.data.schema import Dataset
 from metarec.data.splits import Split, given, leave_one_out, user_fraction
 from metarec.errors import CheckpointError, ConfigError
-from metarec.evaluation.next_item import evaluate_next_item
+from metarec.evaluation.next_item import build_eval_set, evaluate_next_item
 from metarec.models.seqrec import SeqRec
 from metarec.text import encode_with_cache
 from metarec.training.checkpoint import (
@@ -42,19 +42,25 @@ KS = (10, 50)
 METRICS = ("Recall@10", "NDCG@10", "Recall@50", "NDCG@50")
 
 
-def target_split(target: Dataset, fraction: float = 1.0, seed: int = 0) -> Split:
-    """The target's given split (its train/valid/test files) or leave-one-out, with the train
-    and valid rows of a seeded ``fraction`` of its training users."""
-    split = given(target) if target.interactions.split is not None else leave_one_out(target)
-    return user_fraction(split, fraction, seed)
+def target_split(target: Dataset) -> Split:
+    """The target's given split (its train/valid/test files), else leave-one-out."""
+    return given(target) if target.interactions.split is not None else leave_one_out(target)
 
 
 def target_data(
     target: Dataset, fraction: float = 1.0, seed: int = 0, max_len: int = 50
 ) -> NextItemData:
-    return prepare_next_item(
-        target_split(target, fraction, seed), target.n_users, target.n_items, max_len
+    """Training windows and validation rows of a ``fraction`` of the training users; the test
+    rows of every user, each with that user's whole train + valid history as model input (only
+    the training is few-shot: a test user's own history is always known)."""
+    full = target_split(target)
+    data = prepare_next_item(
+        user_fraction(full, fraction, seed), target.n_users, target.n_items, max_len
     )
+    if fraction == 1:
+        return data
+    history = full.train.concat(full.valid)
+    return replace(data, test=build_eval_set(history, full.test, target.n_users, max_len))
 
 
 def base_text_model(base: Checkpoint) -> str | None:

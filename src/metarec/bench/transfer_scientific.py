@@ -47,6 +47,7 @@ class TransferConfig:
     sources: tuple[str, ...] = ("ml-latest-small", "amazon-office")
     target: str = "amazon-scientific"
     out: Path = Path("metarec-runs/transfer-scientific")
+    base: Path | None = None  # a checkpoint already pretrained on the sources: skip pretraining
     seed: int = 0
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     strategies: tuple[str, ...] = ("full", "lora", "adaptor")
@@ -61,9 +62,10 @@ class TransferConfig:
     )
     meta_init: bool = True
     baselines: tuple[str, ...] = BASELINES
-    spec: ModelSpec = field(default_factory=ModelSpec)
+    # the source model reads items through their text only: that is the part that transfers
+    spec: ModelSpec = field(default_factory=lambda: ModelSpec(item_repr="text"))
     pretrain: TrainConfig = field(
-        default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, patience=5, time_budget_s=900)
+        default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, patience=5, time_budget_s=1200)
     )
     finetune: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -104,6 +106,12 @@ class Run:
 def pretrain_sources(cfg: TransferConfig, log: Callable[[str], None]) -> tuple[Dataset, Checkpoint]:
     """The source datasets combined, and the model pretrained on them (saved under out/base)."""
     source = load_combined(list(cfg.sources))
+    if cfg.base is not None:
+        base = load_checkpoint(cfg.base)
+        if list(base.items) != list(source.items.ids):
+            raise ConfigError(f"--base {cfg.base} was not pretrained on {source.name}")
+        log(f"source model: {cfg.base} (pretrained on {source.describe()})")
+        return source, base
     log(f"pretraining on {source.describe()}")
     data = prepare_next_item(
         leave_one_out(source), source.n_users, source.n_items, cfg.spec.max_len
