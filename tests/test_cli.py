@@ -209,3 +209,19 @@ def test_bad_toml_and_unknown_table(tmp_path):
         pretrain_settings(extra, {}, {})
     with pytest.raises(ConfigError, match="device"):
         pretrain_settings(None, {}, {"device": "tpu"})
+
+
+def test_threads_option_sets_torch_threads_and_refuses_zero(monkeypatch, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code, out, _ = run_cli(
+            monkeypatch, capsys, "--threads", "1", "data", "inspect", "ml-latest-small"
+        )
+        assert code == 0 and "users" in out
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    code, _, err = run_cli(monkeypatch, capsys, "--threads", "0", "data", "inspect", "x")
+    assert code == 1 and "--threads must be a positive integer" in err

@@ -44,6 +44,27 @@ DataListOpt = Annotated[
 ]
 
 
+@app.callback()
+def _global(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            envvar="METAREC_THREADS",
+            help="CPU threads for torch (default: torch's, one per core). Use fewer than the "
+            "cores when other heavy processes share the machine: oversubscribed threads spin "
+            "and slow training several-fold.",
+        ),
+    ] = None,
+) -> None:
+    """metarec: recommendation with pretrained models that adapt fast."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be a positive integer, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _say(msg: str) -> None:
     typer.echo(msg, err=True)
 
