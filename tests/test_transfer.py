@@ -156,3 +156,18 @@ def test_transfer_runner_quick_writes_every_row(domains, tmp_path):
     assert (cfg.out / "ndcg_by_fraction.png").stat().st_size > 0
     assert any("meta-learned initialisation" in line for line in logs)
     load_adapter(cfg.out / "adapters" / "lora-1")  # every adapter loads on its base
+
+
+def test_pretrain_command_takes_several_datasets(domains, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "multi"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "pretrain", "--data", domains[0], "--data", domains[1],
+        "--domain-tag", "--max-epochs", "1", "--item-repr", "text", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    ckpt = load_checkpoint(out)
+    a, b = load_dataset(domains[0]), load_dataset(domains[1])
+    assert len(ckpt.items) == a.n_items + b.n_items
+    assert ckpt.items[0] == f"films-a:{a.items.ids[0]}" and ckpt.items[-1].startswith("films-b:")
+    text = json.loads((out / "item_text.json").read_text())["text"]
+    assert text[0].startswith("films-a: ") and text[-1].startswith("films-b: ")
