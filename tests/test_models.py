@@ -144,3 +144,58 @@ def test_id_dropout_acts_only_in_training_and_mlp_adaptor_shapes():
     text_only = model.items.text_proj(model.items.text_embeddings)
     dropped = torch.isclose(a, text_only, atol=1e-6).all(dim=1)
     assert 0.2 < dropped.float().mean() < 0.8  # about half the items lost their id part
+
+
+def test_identity_text_init_starts_with_the_text_embeddings():
+    from metarec.models.item_tower import ItemTower, ItemTowerConfig
+
+    text = torch.randn(7, 8)
+    tower = ItemTower(ItemTowerConfig(7, 8, "text", 8, text_init="identity"), text)
+    assert torch.allclose(tower.all_items(), text)
+
+
+def test_pca_text_init_keeps_text_similarity():
+    from metarec.models.item_tower import ItemTower, ItemTowerConfig
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(3, 16, generator=g)
+    text = torch.randn(50, 3, generator=g) @ basis + 0.01 * torch.randn(50, 16, generator=g)
+    tower = ItemTower(ItemTowerConfig(50, 3, "text", 16, text_init="pca"), text)
+    vec = tower.all_items()
+    # a 3-d projection of data living in 3 directions keeps every pairwise distance
+    assert torch.allclose(torch.cdist(vec, vec), torch.cdist(text, text), atol=0.05)
+    assert torch.allclose(vec.mean(0), torch.zeros(3), atol=1e-5)  # centred
+    again = ItemTower(ItemTowerConfig(50, 3, "text", 16, text_init="pca"), text)
+    assert torch.equal(again.text_proj.weight, tower.text_proj.weight)  # deterministic
+
+
+def test_text_init_needs_a_linear_adaptor_of_the_right_width():
+    from metarec.models.item_tower import ItemTowerConfig
+
+    with pytest.raises(ValueError, match="linear adaptor"):
+        ItemTowerConfig(5, 8, "text", 8, text_hidden=4, text_init="pca")
+    with pytest.raises(ValueError, match="dim == text_dim"):
+        ItemTowerConfig(5, 4, "text", 8, text_init="identity")
+    with pytest.raises(ValueError, match="dim <= text_dim"):
+        ItemTowerConfig(5, 16, "text", 8, text_init="pca")
+    with pytest.raises(ValueError, match="text_init must be one of"):
+        ItemTowerConfig(5, 8, "text", 8, text_init="svd")
+
+
+def test_trimming_padding_columns_leaves_the_loss_unchanged():
+    import numpy as np
+
+    from metarec.training.pretrain import trim_padding
+
+    model = _model("id").eval()
+    inputs = np.full((3, model.config.max_len), PAD)
+    targets = inputs.copy()
+    for row, n in enumerate((3, 5, 2)):
+        seq = np.random.default_rng(row).integers(0, model.config.n_items, n + 1)
+        inputs[row, -n:], targets[row, -n:] = seq[:-1], seq[1:]
+    users = torch.zeros(3, dtype=torch.long)
+    short_in, short_t = trim_padding(inputs, targets)
+    assert short_in.shape == (3, 5)
+    full = model.loss(SeqBatch(users, torch.from_numpy(inputs), torch.from_numpy(targets)))
+    trimmed = model.loss(SeqBatch(users, torch.from_numpy(short_in), torch.from_numpy(short_t)))
+    assert torch.allclose(full, trimmed, atol=1e-6)

@@ -32,7 +32,7 @@ class MetaInitConfig:
     valid_tasks_per_domain: int = 4
     meta: MetaTrainConfig = field(
         default_factory=lambda: MetaTrainConfig(
-            meta_batch_size=4, max_steps=400, eval_every=25, patience=4, time_budget_s=240
+            meta_batch_size=4, max_steps=400, eval_every=20, patience=4, time_budget_s=180
         )
     )
 

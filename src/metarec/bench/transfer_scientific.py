@@ -62,14 +62,19 @@ class TransferConfig:
     )
     meta_init: bool = True
     baselines: tuple[str, ...] = BASELINES
-    # the source model reads items through their text only: that is the part that transfers
-    spec: ModelSpec = field(default_factory=lambda: ModelSpec(item_repr="text"))
+    # The source model reads items through their text only (the part that transfers), with a
+    # linear adaptor that starts as the catalogue text's principal directions, so that similar
+    # texts score alike before training: on Scientific, the raw text similarity of the last item
+    # alone is a strong ranker, which a randomly started adaptor destroys.
+    spec: ModelSpec = field(
+        default_factory=lambda: ModelSpec(item_repr="text", text_hidden=0, text_init="pca")
+    )
     pretrain: TrainConfig = field(
-        default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, patience=5, time_budget_s=1200)
+        default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, patience=5, time_budget_s=600)
     )
     finetune: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            batch_size=64, lr=1e-3, patience=5, max_epochs=100, time_budget_s=300
+            batch_size=64, lr=1e-3, patience=4, max_epochs=60, time_budget_s=240
         )
     )
     init: MetaInitConfig = field(default_factory=MetaInitConfig)

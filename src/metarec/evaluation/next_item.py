@@ -17,7 +17,7 @@ from metarec.data.splits import user_sequences
 from metarec.data.windows import history_windows
 from metarec.errors import DataError
 from metarec.evaluation.metrics import metrics_from_ranks, target_ranks
-from metarec.models.batch import SeqBatch
+from metarec.models.batch import PAD, SeqBatch
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,8 +88,11 @@ def rank_targets(
     ranks = []
     for start in range(0, len(es), batch_size):
         rows = slice(start, min(start + batch_size, len(es)))
+        histories = es.histories[rows]
+        filled = (histories != PAD).any(axis=0)  # drop columns that are padding in every row
+        histories = histories[:, int(np.argmax(filled)) if filled.any() else -1 :]
         batch = SeqBatch(
-            users=torch.from_numpy(es.users[rows]), items=torch.from_numpy(es.histories[rows])
+            users=torch.from_numpy(es.users[rows]), items=torch.from_numpy(histories)
         ).to(device)
         scores = score(batch)  # (B, N)
         exclude = _exclude_mask(es, rows, n_items).to(device)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 ITEM_REPRS = ("id", "text", "hybrid")
+TEXT_INITS = ("random", "identity", "pca")
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class ItemTowerConfig:
     text_dim: int = 0  # width of the frozen text embeddings; 0 when item_repr == "id"
     text_hidden: int = 0  # 0: linear text adaptor; > 0: two-layer MLP with this hidden width
     id_dropout: float = 0.0  # hybrid, training only: drop the id part of this fraction of items
+    # "identity": a linear adaptor that starts as the identity map (dim == text_dim); "pca": one
+    # that starts as the projection on the catalogue text's top-``dim`` principal directions
+    text_init: str = "random"
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
@@ -28,6 +32,20 @@ class ItemTowerConfig:
             raise ValueError(f"item_repr={self.item_repr!r} needs text_dim > 0")
         if not 0.0 <= self.id_dropout < 1.0 or self.text_hidden < 0:
             raise ValueError("id_dropout must be in [0, 1) and text_hidden >= 0")
+        if self.text_init not in TEXT_INITS:
+            raise ValueError(f"text_init must be one of {TEXT_INITS}, got {self.text_init!r}")
+        if self.text_init != "random" and self.text_hidden:
+            raise ValueError(f"text_init={self.text_init!r} needs a linear adaptor (text_hidden=0)")
+        if self.text_init == "pca" and self.dim > self.text_dim:
+            raise ValueError(
+                f"text_init='pca' needs dim <= text_dim, got {self.dim} > {self.text_dim}"
+            )
+        if self.text_init == "identity" and self.text_dim != self.dim:
+            raise ValueError(
+                f"text_init='identity' needs a linear adaptor (text_hidden=0) and "
+                f"dim == text_dim, got dim={self.dim}, text_dim={self.text_dim}, "
+                f"text_hidden={self.text_hidden}"
+            )
 
 
 class ItemTower(nn.Module):
@@ -51,6 +69,8 @@ class ItemTower(nn.Module):
                 )
             self.register_buffer("text_embeddings", text_embeddings.float().clone())
             self.text_proj = _adaptor(config.text_dim, config.text_hidden, config.dim)
+            if config.text_init != "random":  # text similarity is there before any training
+                _init_from_text(self.text_proj, self.text_embeddings, config.text_init)
         if config.item_repr in ("id", "hybrid"):
             self.id_embedding = nn.Embedding(config.n_items, config.dim)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
@@ -73,3 +93,23 @@ def _adaptor(text_dim: int, hidden: int, dim: int) -> nn.Module:
     if hidden == 0:
         return nn.Linear(text_dim, dim)
     return nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+@torch.no_grad()
+def _init_from_text(proj: nn.Linear, text: torch.Tensor, how: str) -> None:
+    """Identity, or centred projection on the top principal directions of ``text`` (N, T):
+    similar texts give similar item vectors from the start. Skipped for all-zero text (a model
+    built only to receive a checkpoint's weights)."""
+    if how == "identity":
+        proj.weight.copy_(torch.eye(proj.out_features, proj.in_features))
+        proj.bias.zero_()
+        return
+    if not text.any():
+        return
+    mean = text.double().mean(0)  # (T,)
+    centred = text.double() - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues, (T, T)
+    top = vectors[:, -proj.out_features :].flip(1).T  # (D, T), largest first
+    top = top * torch.where(top.sum(1, keepdim=True) < 0, -1.0, 1.0)  # deterministic signs
+    proj.weight.copy_(top.float())
+    proj.bias.copy_(-(top @ mean).float())

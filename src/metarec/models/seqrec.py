@@ -33,6 +33,7 @@ class SeqRecConfig:
     id_dropout: float = 0.0  # hybrid: fraction of items whose id part is dropped in training
     loss: str = "ce"  # "ce": full-catalogue softmax; "bce": sampled negatives, pointwise
     n_negatives: int = 1  # negatives per position for the "bce" loss
+    text_init: str = "random"  # "identity": item vectors start as the text embeddings
 
     def __post_init__(self) -> None:
         if self.n_heads < 1 or self.dim < 1:
@@ -49,7 +50,13 @@ class SeqRecConfig:
 
     def tower_config(self) -> ItemTowerConfig:
         return ItemTowerConfig(
-            self.n_items, self.dim, self.item_repr, self.text_dim, self.text_hidden, self.id_dropout
+            self.n_items,
+            self.dim,
+            self.item_repr,
+            self.text_dim,
+            self.text_hidden,
+            self.id_dropout,
+            self.text_init,
         )
 
     def to_dict(self) -> dict:

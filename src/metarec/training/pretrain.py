@@ -59,19 +59,30 @@ def seqrec_batches(data: NextItemData, batch_size: int, n_negatives: int = 0):
         order = rng.permutation(len(data.window_users))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            targets = torch.from_numpy(data.window_targets[idx])
+            inputs, targets = trim_padding(data.window_inputs[idx], data.window_targets[idx])
             negatives = None
             if n_negatives:
                 shape = (*targets.shape, n_negatives)
                 negatives = torch.from_numpy(rng.integers(0, data.n_items, shape))
             yield SeqBatch(
                 users=torch.from_numpy(data.window_users[idx]),
-                items=torch.from_numpy(data.window_inputs[idx]),
-                targets=targets,
+                items=torch.from_numpy(inputs),
+                targets=torch.from_numpy(targets),
                 negatives=negatives,
             )
 
     return make
+
+
+def trim_padding(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the leading columns that are padding in every row of a left-padded (B, L) batch.
+
+    The model gives the same output on the rest (positions count from the right, padding is
+    masked), so short-history data (e.g. Amazon sets, mean length ~7 of a 50-item window) stops
+    paying the transformer's cost for dozens of empty positions per row."""
+    filled = (inputs != PAD).any(axis=0)  # (L,)
+    first = int(np.argmax(filled)) if filled.any() else inputs.shape[1] - 1
+    return inputs[:, first:], targets[:, first:]
 
 
 def bpr_batches(data: NextItemData, batch_size: int):

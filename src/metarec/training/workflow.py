@@ -43,10 +43,12 @@ class ModelSpec:
     n_negatives: int = 1
     text_hidden: int = 256  # MLP text adaptor (0: linear)
     id_dropout: float = 0.2  # hybrid: items seen through their text alone, per step
+    text_init: str = "random"  # "identity" | "pca": linear adaptor that keeps text similarity
     text_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
 
     def __post_init__(self) -> None:
-        self.seqrec_config(n_items=1, text_dim=1)  # validate now, before data and text work
+        # validate now, before data and text work (identity needs dim == the text width)
+        self.seqrec_config(n_items=1, text_dim=self.dim if self.text_init != "random" else 1)
 
     def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
         d = {k: v for k, v in asdict(self).items() if k != "text_model"}
