@@ -87,7 +87,7 @@ def like_features(samples: LikeSamples, space: ItemSpace, model: SeqRec) -> Like
 class HeadFitConfig:
     steps: int = 200
     lr: float = 0.02
-    pull: float = 0.05  # L2-SP strength: lambda * ||theta - theta_start||^2 per sample mean
+    pull: float = 1.0  # L2-SP: (pull / rows) * ||theta - theta_start||^2 beside the mean BCE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,9 +100,11 @@ class HeadFitConfig:
 
 
 def fit_head(head: LikeHead, batch: LikeFeatures, cfg: HeadFitConfig) -> list[float]:
-    """Full-batch AdamW on BCE + pull * ||theta - theta_0||^2 (theta_0: the head as given).
+    """Full-batch AdamW on mean BCE + (pull / rows) * ||theta - theta_0||^2 (theta_0: the head
+    as given): a fixed-strength prior against a likelihood that grows with the rows, so few
+    labels move the head little and many labels move it more.
 
-    Returns the loss at every step; the head is trained in place.
+    Returns the BCE at every step; the head is trained in place.
     """
     torch.manual_seed(cfg.seed)
     start = {k: v.detach().clone() for k, v in head.named_parameters()}
@@ -113,10 +115,10 @@ def fit_head(head: LikeHead, batch: LikeFeatures, cfg: HeadFitConfig) -> list[fl
         opt.zero_grad(set_to_none=True)
         bce = head.loss(batch)
         pull = sum(((p - start[k]) ** 2).sum() for k, p in head.named_parameters())
-        loss = bce + cfg.pull * pull
+        loss = bce + cfg.pull / len(batch) * pull
         loss.backward()
         opt.step()
-        losses.append(float(bce))
+        losses.append(float(bce.detach()))
     return losses
 
 

@@ -122,6 +122,9 @@ def plot_metric_by(
     ax.set_xscale("log")
     ticks = sorted({p[0] for points in lines.values() for p in points})
     ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # no "6x10^1" over the "64" tick
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
