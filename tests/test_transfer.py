@@ -27,7 +27,7 @@ from metarec.training.workflow import ModelSpec, pretrain_seqrec
 from test_cli import run_cli
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 
-SPEC = ModelSpec(dim=16, n_layers=1, n_heads=1, max_len=10, text_hidden=0)
+SPEC = ModelSpec(dim=16, n_layers=1, n_heads=1, max_len=10, text_hidden=0, text_init="pca")
 
 
 def _slice(shared, tmp_path, name: str, movies: range, n_users: int) -> str:
