@@ -138,7 +138,7 @@ def test_transfer_runner_quick_writes_every_row(domains, tmp_path):
     doc = read_metrics_json(res["metrics_json"])
     assert doc["protocol"] == "transfer-scientific" and doc["quick"] is True
     rows = {(r["method"], r["setting"]["fraction"]) for r in doc["results"]}
-    expected = {("zero-shot", 0.0)} | {
+    expected = {("zero-shot", 0.0), ("text-similarity", 0.0)} | {
         (m, f)
         for f in (0.5, 1.0)
         for m in ("finetune-all", "lora", "adaptor", "meta-init", "sasrec-id", "text-only")
@@ -151,7 +151,10 @@ def test_transfer_runner_quick_writes_every_row(domains, tmp_path):
     full = next(r for r in doc["results"] if r["method"] == "finetune-all")
     assert lora["cost"]["trainable_params"] < full["cost"]["trainable_params"]
     assert lora["cost"]["adapter_bytes"] < 4 * full["cost"]["trainable_params"]
+    similar = next(r for r in doc["results"] if r["method"] == "text-similarity")
+    assert similar["metrics"]["Recall@50"] > 0  # the text of this data carries signal
     report = res["report"].read_text()
+    assert "No training: text-similarity" in report
     assert "before (zero-shot)" in report and "ndcg_by_fraction.png" in report
     assert (cfg.out / "ndcg_by_fraction.png").stat().st_size > 0
     assert any("meta-learned initialisation" in line for line in logs)

@@ -19,7 +19,8 @@ def before_after(rows: list[ResultRow], metric: str = "NDCG@10") -> str:
     """Markdown: one row per method, the zero-shot score, then one column per target fraction."""
     zero = next((r.metrics[metric] for r in rows if r.method == "zero-shot"), None)
     fractions = sorted({r.setting["fraction"] for r in rows if r.setting["fraction"] > 0})
-    methods = list(dict.fromkeys(r.method for r in rows if r.method != "zero-shot"))
+    untrained = ("zero-shot", "text-similarity")
+    methods = list(dict.fromkeys(r.method for r in rows if r.method not in untrained))
     cell = {(r.method, r.setting["fraction"]): r.metrics[metric] for r in rows}
     best = {
         f: max((m for m in methods if (m, f) in cell), key=lambda m: cell[(m, f)])
@@ -34,6 +35,12 @@ def before_after(rows: list[ResultRow], metric: str = "NDCG@10") -> str:
             text = "-" if (m, f) not in cell else f"{cell[(m, f)]:.4f}"
             cells.append(f"**{text}**" if best[f] == m else text)
         lines.append(f"| {m} | {before} | " + " | ".join(cells) + " |")
+    similar = next((r.metrics[metric] for r in rows if r.method == "text-similarity"), None)
+    if similar is not None:
+        lines.append(
+            f"\nNo training: text-similarity (cosine of the raw text embeddings to the last "
+            f"history item) {similar:.4f}."
+        )
     return "\n".join(lines)
 
 
@@ -65,14 +72,9 @@ def verdicts(rows: list[ResultRow]) -> list[str]:
 def write_transfer_report(run: Run, seconds: float) -> dict:
     cfg, rows = run.cfg, run.rows
     out = cfg.out
-    zero = next(r.metrics["NDCG@10"] for r in rows if r.method == "zero-shot")
-    plot = plot_metric_by(
-        rows,
-        "NDCG@10",
-        "fraction",
-        out / "ndcg_by_fraction.png",
-        references={"zero-shot": zero, "VQ-Rec (published)": PUBLISHED["NDCG@10"]},
-    )
+    refs = {r.method: r.metrics["NDCG@10"] for r in rows if r.setting["fraction"] == 0}
+    refs["VQ-Rec (published)"] = PUBLISHED["NDCG@10"]
+    plot = plot_metric_by(rows, "NDCG@10", "fraction", out / "ndcg_by_fraction.png", refs)
     curves = plot_learning_curves(
         {k: v for k, v in run.curves.items() if k.endswith(" 1")}, out / "learning_curves.png"
     )
