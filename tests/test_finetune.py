@@ -177,6 +177,35 @@ def test_moving_to_a_new_catalogue_keeps_the_encoder_and_reads_text():
         to_catalogue(SeqRec(SeqRecConfig(n_items=N, dim=16, item_repr="id")), new_text)
 
 
+def test_a_restarted_adaptor_starts_at_the_new_texts_principal_axes(tmp_path):
+    cfg = SeqRecConfig(n_items=N, dim=16, n_heads=2, max_len=8, item_repr="text", text_dim=20)
+    model = SeqRec(cfg, torch.randn(N, 20)).eval()
+    new_text = torch.randn(12, 20)
+    moved = to_catalogue(model, new_text, restart_adaptor=True)
+    kept = to_catalogue(model, new_text)
+    assert not torch.allclose(moved.items.text_proj.weight, kept.items.text_proj.weight)
+    assert torch.allclose(moved.items.all_items().mean(0), torch.zeros(16), atol=1e-5)  # centred
+    assert torch.equal(moved.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+    with pytest.raises(ConfigError, match="linear text adaptor"):
+        to_catalogue(_model(hidden=12), torch.randn(12, TEXT), restart_adaptor=True)
+    with pytest.raises(ConfigError, match="no wider than"):
+        to_catalogue(_model(hidden=0), torch.randn(12, TEXT), restart_adaptor=True)
+    # an adapter trained on a restarted adaptor loads back to the same model
+    base_path = save_checkpoint(
+        tmp_path / "base", Checkpoint(model, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})
+    )
+    config = FinetuneConfig(strategy="lora", restart_adaptor=True)
+    names = prepare(moved, config)
+    _randomise_lora(moved)
+    out = save_adapter(
+        tmp_path / "ad", Adapter(moved, config, [], ["x"] * 12), names, base_path, True
+    )
+    batch = _batch(n=12)
+    assert torch.allclose(
+        load_adapter(out).model.score(batch), moved.eval().score(batch), atol=1e-5
+    )
+
+
 def _base(tmp_path):
     model = _model()
     ckpt = Checkpoint(model, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})

@@ -485,6 +485,12 @@ def finetune(
     merge: Annotated[
         bool, typer.Option(help="Also write a plain merged checkpoint to OUT/merged.")
     ] = False,
+    restart_adaptor: Annotated[
+        bool,
+        typer.Option(
+            help="New domain: start the text adaptor at the target text's principal axes."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Adapt a pretrained model to a target dataset (a new domain or new behaviour)."""
@@ -495,7 +501,11 @@ def finetune(
 
     try:
         config = FinetuneConfig(
-            strategy=strategy, optimizer=optimizer, lora_rank=lora_rank, item_ids=item_ids
+            strategy=strategy,
+            optimizer=optimizer,
+            lora_rank=lora_rank,
+            item_ids=item_ids,
+            restart_adaptor=restart_adaptor,
         )
         train = TrainConfig(
             batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,

@@ -101,7 +101,8 @@ def load_adapter(path: Path, base: Path | None = None) -> Adapter:
         text = _tensors(path, CATALOGUE, doc.get("catalogue_sha256"))["text_embeddings"]
         if len(text) != len(doc.get("items", [])):
             raise CheckpointError(f"{path}: {len(text)} catalogue embeddings for the item ids")
-        model = to_catalogue(model, text, config.uses_item_ids)
+        # a restarted adaptor is recomputed from the stored text (deterministic)
+        model = to_catalogue(model, text, config.uses_item_ids, config.restart_adaptor)
     trainable = prepare(model, config)
     tensors = _tensors(path, ADAPTER_WEIGHTS, doc.get("adapter_sha256"))
     if sorted(tensors) != sorted(trainable) or sorted(trainable) != sorted(

@@ -51,6 +51,7 @@ class FinetuneConfig:
     lora_targets: tuple[str, ...] = LORA_TARGETS
     adapter_hidden: int = 16
     item_ids: bool | None = None
+    restart_adaptor: bool = False  # new catalogue: start the adaptor at its text's principal axes
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -14,18 +14,26 @@ from dataclasses import replace
 import torch
 
 from metarec.errors import ConfigError
+from metarec.models.item_tower import init_from_text
 from metarec.models.seqrec import SeqRec
 
 _ID_WEIGHT = "items.id_embedding.weight"
 _TEXT = "items.text_embeddings"
 
 
-def to_catalogue(model: SeqRec, text_embeddings: torch.Tensor, item_ids: bool = False) -> SeqRec:
+def to_catalogue(
+    model: SeqRec,
+    text_embeddings: torch.Tensor,
+    item_ids: bool = False,
+    restart_adaptor: bool = False,
+) -> SeqRec:
     """A new SeqRec for a catalogue of N items given by their text embeddings (N, T).
 
     ``item_ids``: give the new model a (zero-initialised) id embedding per item (hybrid), or none
-    (text). The source model must read text (``item_repr`` text or hybrid) with the same text
-    width; its own catalogue is left untouched.
+    (text). ``restart_adaptor``: start a linear text adaptor afresh at the new catalogue text's
+    principal directions (as ``text_init="pca"``) instead of keeping the source's. The source
+    model must read text (``item_repr`` text or hybrid) with the same text width; its own
+    catalogue is left untouched.
     """
     cfg = model.config
     if cfg.item_repr == "id":
@@ -47,4 +55,15 @@ def to_catalogue(model: SeqRec, text_embeddings: torch.Tensor, item_ids: bool = 
     if item_ids:
         state[_ID_WEIGHT] = torch.zeros(n, cfg.dim)
     moved.load_state_dict(state)
+    if restart_adaptor:
+        if cfg.text_hidden:
+            raise ConfigError(
+                "only a linear text adaptor (text_hidden=0) can restart from the text"
+            )
+        if cfg.dim > cfg.text_dim:
+            raise ConfigError(
+                f"restarting the adaptor needs a model no wider than its text ({cfg.dim} > "
+                f"{cfg.text_dim})"
+            )
+        init_from_text(moved.items.text_proj, moved.items.text_embeddings, "pca")
     return moved

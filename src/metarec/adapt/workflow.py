@@ -80,7 +80,7 @@ def starting_model(
         model.load_state_dict(base.model.state_dict())
         return model, False
     text = encode_with_cache(target.items.text, model=base_text_model(base), progress=progress)
-    return to_catalogue(base.model, text, config.uses_item_ids), True
+    return to_catalogue(base.model, text, config.uses_item_ids, config.restart_adaptor), True
 
 
 def _text(model: SeqRec) -> torch.Tensor | None:

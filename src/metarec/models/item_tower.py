@@ -70,7 +70,7 @@ class ItemTower(nn.Module):
             self.register_buffer("text_embeddings", text_embeddings.float().clone())
             self.text_proj = _adaptor(config.text_dim, config.text_hidden, config.dim)
             if config.text_init != "random":  # text similarity is there before any training
-                _init_from_text(self.text_proj, self.text_embeddings, config.text_init)
+                init_from_text(self.text_proj, self.text_embeddings, config.text_init)
         if config.item_repr in ("id", "hybrid"):
             self.id_embedding = nn.Embedding(config.n_items, config.dim)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
@@ -96,7 +96,7 @@ def _adaptor(text_dim: int, hidden: int, dim: int) -> nn.Module:
 
 
 @torch.no_grad()
-def _init_from_text(proj: nn.Linear, text: torch.Tensor, how: str) -> None:
+def init_from_text(proj: nn.Linear, text: torch.Tensor, how: str) -> None:
     """Identity, or centred projection on the top principal directions of ``text`` (N, T):
     similar texts give similar item vectors from the start. Skipped for all-zero text (a model
     built only to receive a checkpoint's weights)."""
