@@ -34,7 +34,7 @@ from metarec.data.splits import leave_one_out, user_fraction
 from metarec.errors import CheckpointError, ConfigError, DataError
 from metarec.meta import functional_score
 from metarec.models import SeqBatch, SeqRec, SeqRecConfig
-from metarec.training.checkpoint import Checkpoint, save_checkpoint
+from metarec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 
 N, TEXT = 24, 8
@@ -198,7 +198,11 @@ def test_a_restarted_adaptor_starts_at_the_new_texts_principal_axes(tmp_path):
     names = prepare(moved, config)
     _randomise_lora(moved)
     out = save_adapter(
-        tmp_path / "ad", Adapter(moved, config, [], ["x"] * 12), names, base_path, True
+        tmp_path / "ad",
+        Adapter(moved, config, [], ["x"] * 12),
+        names,
+        load_checkpoint(base_path),
+        True,
     )
     batch = _batch(n=12)
     assert torch.allclose(
@@ -224,7 +228,11 @@ def test_adapter_checkpoint_round_trip(tmp_path, strategy):
                 p.add_(0.1 * torch.randn_like(p))
     items = [f"n{i}" for i in range(10)]
     out = save_adapter(
-        tmp_path / "ad", Adapter(moved, config, ["v"], items), names, base_path, True
+        tmp_path / "ad",
+        Adapter(moved, config, ["v"], items),
+        names,
+        load_checkpoint(base_path),
+        True,
     )
     loaded = load_adapter(out)
     batch = _batch(n=10)
@@ -240,7 +248,11 @@ def test_adapter_refuses_another_base_and_a_corrupt_file(tmp_path):
     moved = to_catalogue(base, torch.randn(10, TEXT))
     names = prepare(moved, config)
     out = save_adapter(
-        tmp_path / "ad", Adapter(moved, config, [], ["x"] * 10), names, base_path, True
+        tmp_path / "ad",
+        Adapter(moved, config, [], ["x"] * 10),
+        names,
+        load_checkpoint(base_path),
+        True,
     )
     other = Checkpoint(_model(seed=1), "seqrec", ["u"], [f"i{i}" for i in range(N)], {})
     other_path = save_checkpoint(tmp_path / "other", other)

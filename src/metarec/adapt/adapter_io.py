@@ -23,7 +23,7 @@ from metarec.adapt.transfer import to_catalogue
 from metarec.atomic_io import atomic_json, save_tensors, sha256_file
 from metarec.errors import CheckpointError
 from metarec.models.seqrec import SeqRec
-from metarec.training.checkpoint import load_checkpoint, read_json, versions
+from metarec.training.checkpoint import Checkpoint, load_checkpoint, read_json, versions
 
 ADAPTER_FORMAT = "metarec-adapter-v1"
 ADAPTER_WEIGHTS, CATALOGUE, ADAPTER_CONFIG = (
@@ -45,21 +45,22 @@ class Adapter:
 
 
 def save_adapter(
-    out: Path, adapter: Adapter, trainable: list[str], base: Path, new_catalogue: bool
+    out: Path, adapter: Adapter, trainable: list[str], base: Checkpoint, new_catalogue: bool
 ) -> Path:
-    """Write ``adapter`` to folder ``out``; ``base`` is the checkpoint it was trained from and
-    ``new_catalogue`` says whether the model was moved to another catalogue first."""
+    """Write ``adapter`` to folder ``out``; ``base`` is the loaded checkpoint it was trained
+    from and ``new_catalogue`` says whether the model was moved to another catalogue first."""
+    if base.path is None:
+        raise CheckpointError("an adapter's base must be a checkpoint saved on disk")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base_config = read_json(Path(base) / "config.json", "base checkpoint config")
     state = adapter.model.state_dict()
     save_tensors({n: state[n] for n in trainable}, out / ADAPTER_WEIGHTS)
     save_tensors({"text_embeddings": adapter.model.items.text_embeddings}, out / CATALOGUE)
     doc = {
         **adapter.meta,
         "format": ADAPTER_FORMAT,
-        "base": str(Path(base).resolve()),
-        "base_sha256": base_config.get("weights_sha256"),
+        "base": str(Path(base.path).resolve()),
+        "base_sha256": base.meta.get("weights_sha256"),
         "finetune": adapter.config.to_dict(),
         "new_catalogue": new_catalogue,
         "trainable": list(trainable),

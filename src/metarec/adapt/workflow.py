@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
 from metarec.adapt.finetune import (
     FinetuneConfig,
@@ -76,15 +74,16 @@ def starting_model(
     if not isinstance(base.model, SeqRec):
         raise CheckpointError(f"fine-tuning needs a SeqRec checkpoint, got {base.model_type}")
     if list(base.items) == list(target.items.ids):
-        model = SeqRec(base.model.config, _text(base.model))
-        model.load_state_dict(base.model.state_dict())
-        return model, False
+        return _plain_copy(base.model), False
     text = encode_with_cache(target.items.text, model=base_text_model(base), progress=progress)
     return to_catalogue(base.model, text, config.uses_item_ids, config.restart_adaptor), True
 
 
-def _text(model: SeqRec) -> torch.Tensor | None:
-    return getattr(model.items, "text_embeddings", None)
+def _plain_copy(model: SeqRec) -> SeqRec:
+    """A plain SeqRec with ``model``'s weights (LoRA / adapter modules, if any, not carried)."""
+    copy = SeqRec(model.config, getattr(model.items, "text_embeddings", None))
+    copy.load_state_dict(model.state_dict())
+    return copy
 
 
 def evaluate(model: SeqRec, data: NextItemData) -> dict[str, float]:
@@ -109,14 +108,12 @@ def finetune(
     data: NextItemData,
     config: FinetuneConfig,
     train: TrainConfig,
-    before: dict[str, float] | None = None,
 ) -> FinetuneResult:
     """Apply ``config.strategy`` to ``model`` (in place) and train it on ``data``, selecting the
-    epoch by validation NDCG@10; test figures before and after. ``before`` may be passed when
-    already measured on the same model (several strategies from one start)."""
+    epoch by validation NDCG@10; test figures before and after."""
     start = time.perf_counter()
     trainable = prepare(model, config)
-    before = before if before is not None else evaluate(model, data)
+    before = evaluate(model, data)
     n_train, n_total = count_parameters(model)
     optimizer = make_optimizer(model, config, train.lr, train.weight_decay)
     state, best = train_seqrec(
@@ -138,11 +135,7 @@ def plain_model(model: SeqRec, config: FinetuneConfig) -> SeqRec:
             "bottleneck adapters add layers to the model and cannot be merged into it; "
             "load the adapter on its base instead (metarec.adapt.adapter_io.load_adapter)"
         )
-    if config.strategy == "lora":
-        return merge_lora(model)
-    plain = SeqRec(model.config, _text(model))
-    plain.load_state_dict(model.state_dict())
-    return plain
+    return merge_lora(model) if config.strategy == "lora" else _plain_copy(model)
 
 
 def finetune_checkpoint(
@@ -158,10 +151,8 @@ def finetune_checkpoint(
     ``out`` an adapter (or, for ``full``, a whole checkpoint), plus with ``merge`` a plain
     checkpoint in ``out/merged``. Returns the result and the files written."""
     base = load_checkpoint(base_path)
-    if not isinstance(base.model, SeqRec):
-        raise CheckpointError(f"fine-tuning needs a SeqRec checkpoint, got {base.model_type}")
-    data = target_data(target, fraction, train.seed, base.model.config.max_len)
     model, moved = starting_model(base, target, config, progress=train.progress)
+    data = target_data(target, fraction, train.seed, model.config.max_len)
     res = finetune(model, data, config, train)
     meta = {
         "dataset": target.name,
@@ -178,7 +169,7 @@ def finetune_checkpoint(
         files["checkpoint"] = _save_plain(out, res.model, target, meta)
     else:
         adapter = Adapter(res.model, config, target.users, target.items.ids, meta)
-        files["adapter"] = save_adapter(out, adapter, res.trainable, base.path, moved)
+        files["adapter"] = save_adapter(out, adapter, res.trainable, base, moved)
         res.params["adapter_bytes"] = adapter_size_bytes(out)
         if merge:
             files["merged"] = _save_plain(

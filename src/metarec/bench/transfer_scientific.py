@@ -17,7 +17,7 @@ from pathlib import Path
 
 from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
 from metarec.adapt.finetune import FinetuneConfig
-from metarec.adapt.workflow import METRICS, evaluate, finetune, starting_model, target_data
+from metarec.adapt.workflow import KS, METRICS, evaluate, finetune, starting_model, target_data
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.bench.transfer_init import MetaInitConfig, meta_init
 from metarec.data.combine import load_combined
@@ -148,7 +148,7 @@ def run_strategy(
     res = finetune(model, data, config, train)
     folder = cfg.out / "adapters" / f"{method}-{fraction:g}"
     adapter = Adapter(res.model, config, run.target.users, run.target.items.ids)
-    save_adapter(folder, adapter, res.trainable, base.path, moved)
+    save_adapter(folder, adapter, res.trainable, base, moved)
     cost = {
         **res.state.cost(),
         "trainable_params": res.params["trainable"],
@@ -172,8 +172,7 @@ def text_similarity(target: Dataset, data: NextItemData, text_model: str | None)
     alone is a strong ranker)."""
     import torch
 
-    from metarec.evaluation.metrics import metrics_from_ranks
-    from metarec.evaluation.next_item import rank_targets
+    from metarec.evaluation.next_item import evaluate_scorer
     from metarec.text import encode_with_cache
 
     text = encode_with_cache(target.items.text, model=text_model, progress=False)
@@ -182,9 +181,8 @@ def text_similarity(target: Dataset, data: NextItemData, text_model: str | None)
     def score(batch):
         return unit[batch.items[:, -1].clamp(min=0)] @ unit.T  # (B, N)
 
-    ranks = rank_targets(score, data.test, target.n_items)
-    per_row = metrics_from_ranks(torch.from_numpy(ranks), ks=(10, 50))
-    return {k: float(per_row[k].float().mean()) for k in METRICS}
+    res = evaluate_scorer(score, data.test, target.n_items, KS)
+    return {k: res[k] for k in METRICS}
 
 
 def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> None:
@@ -214,7 +212,8 @@ def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dic
     log(f"target: {target.describe()}")
     run = Run(cfg, source, target, base, log)
     zero = starting_model(base, target, FinetuneConfig(strategy="lora"), progress=cfg.progress)[0]
-    first = target_data(target, cfg.fractions[0], cfg.seed, cfg.spec.max_len)
+    datas = {f: target_data(target, f, cfg.seed, cfg.spec.max_len) for f in cfg.fractions}
+    first = datas[cfg.fractions[0]]  # every fraction has the same test rows
     run.rows.append(_row("zero-shot", 0.0, evaluate(zero, first), {"train_seconds": 0.0}))
     log(f"zero-shot: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}")
     similar = text_similarity(target, first, cfg.spec.text_model)
@@ -222,7 +221,7 @@ def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dic
     log(f"text-similarity (no training): NDCG@10 {similar['NDCG@10']:.4f}")
     init = meta_init(base, source, cfg.init, cfg.out / "meta-init", log) if cfg.meta_init else None
     for fraction in cfg.fractions:
-        data = target_data(target, fraction, cfg.seed, cfg.spec.max_len)
+        data = datas[fraction]
         for strategy in cfg.strategies:
             run_strategy(run, base, data, fraction, strategy, METHOD_OF[strategy])
         if init is not None:

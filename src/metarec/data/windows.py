@@ -11,6 +11,17 @@ import numpy as np
 PAD = -1
 
 
+def trim_padding(
+    inputs: np.ndarray, targets: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Drop the leading columns that are PAD in every row of left-padded (B, L) windows (at
+    least one column stays). A model gives the same output on the rest (positions count from
+    the right, padding is masked), so short histories stop paying for empty positions."""
+    used = (inputs != PAD).any(axis=0)  # (L,)
+    first = int(np.argmax(used)) if used.any() else inputs.shape[1] - 1
+    return inputs[:, first:], (None if targets is None else targets[:, first:])
+
+
 def _gather(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
     """(R, width) rows items[start:end], right-aligned and left-padded with PAD."""
     idx = ends[:, None] - width + np.arange(width)[None, :]  # (R, width)

@@ -14,10 +14,10 @@ import torch
 
 from metarec.data.schema import Interactions
 from metarec.data.splits import user_sequences
-from metarec.data.windows import history_windows
+from metarec.data.windows import history_windows, trim_padding
 from metarec.errors import DataError
 from metarec.evaluation.metrics import metrics_from_ranks, target_ranks
-from metarec.models.batch import PAD, SeqBatch
+from metarec.models.batch import SeqBatch
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,9 +88,7 @@ def rank_targets(
     ranks = []
     for start in range(0, len(es), batch_size):
         rows = slice(start, min(start + batch_size, len(es)))
-        histories = es.histories[rows]
-        filled = (histories != PAD).any(axis=0)  # drop columns that are padding in every row
-        histories = histories[:, int(np.argmax(filled)) if filled.any() else -1 :]
+        histories, _ = trim_padding(es.histories[rows])
         batch = SeqBatch(
             users=torch.from_numpy(es.users[rows]), items=torch.from_numpy(histories)
         ).to(device)
@@ -108,8 +106,19 @@ def evaluate_next_item(
     was_training = model.training
     model.eval()
     try:
-        ranks = rank_targets(model.score, es, n_items, device=model_device(model))
+        return evaluate_scorer(model.score, es, n_items, ks, device=model_device(model))
     finally:
         model.train(was_training)
+
+
+def evaluate_scorer(
+    score: Scorer,
+    es: EvalSet,
+    n_items: int,
+    ks: tuple[int, ...] = (10,),
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Mean HR/NDCG/MRR/Recall@k of any scorer (a model's ``score`` or a heuristic) on ``es``."""
+    ranks = rank_targets(score, es, n_items, device=device)
     per_row = metrics_from_ranks(torch.from_numpy(ranks), ks=ks)
     return {name: float(v.float().mean()) for name, v in per_row.items()}

@@ -46,7 +46,7 @@ import torch
 from metarec.data.schema import Interactions
 from metarec.data.sequences import in_time_order, user_sequences
 from metarec.data.splits import support_query
-from metarec.data.windows import training_windows
+from metarec.data.windows import training_windows, trim_padding
 from metarec.errors import ConfigError, DataError
 from metarec.models.batch import PAD, LikeBatch, SeqBatch
 
@@ -111,7 +111,7 @@ def support_batch(items: Sequence[int] | np.ndarray, max_len: int, user: int = -
     if len(seq) < 2:
         raise ValueError(f"a support set needs at least 2 items (one transition), got {len(seq)}")
     _, inputs, targets = training_windows(np.array([0, len(seq)]), seq, max_len)
-    inputs, targets = _trim(inputs, targets)
+    inputs, targets = trim_padding(inputs, targets)
     users = torch.full((len(inputs),), user, dtype=torch.long)
     return SeqBatch(users, torch.from_numpy(inputs), torch.from_numpy(targets))
 
@@ -286,15 +286,7 @@ def _windows(indptr: np.ndarray, items: np.ndarray, users: np.ndarray, max_len: 
     sub_ptr = np.r_[0, np.cumsum(lengths)]
     sub_items = np.concatenate([items[indptr[u] : indptr[u + 1]] for u in users])
     rows, inputs, targets = training_windows(sub_ptr, sub_items, max_len)
-    inputs, targets = _trim(inputs, targets)
+    inputs, targets = trim_padding(inputs, targets)
     return SeqBatch(
         torch.from_numpy(users[rows]), torch.from_numpy(inputs), torch.from_numpy(targets)
     )
-
-
-def _trim(inputs: np.ndarray, targets: np.ndarray | None = None):
-    """Drop the leading columns that are PAD in every row (at least one column stays)."""
-    used = (inputs != PAD).any(axis=0)
-    first = int(np.argmax(used)) if used.any() else inputs.shape[1] - 1
-    inputs = inputs[:, first:].copy()
-    return inputs, (None if targets is None else targets[:, first:].copy())

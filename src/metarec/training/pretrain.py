@@ -13,7 +13,7 @@ import torch
 
 from metarec.data.schema import Interactions
 from metarec.data.splits import Split, user_sequences
-from metarec.data.windows import training_windows
+from metarec.data.windows import training_windows, trim_padding
 from metarec.evaluation.next_item import EvalSet, build_eval_set, evaluate_next_item
 from metarec.models import BPR, PAD, BPRConfig, PairBatch, Popularity, SeqBatch, SeqRec
 from metarec.training.loop import TrainConfig, TrainState, fit
@@ -72,17 +72,6 @@ def seqrec_batches(data: NextItemData, batch_size: int, n_negatives: int = 0):
             )
 
     return make
-
-
-def trim_padding(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop the leading columns that are padding in every row of a left-padded (B, L) batch.
-
-    The model gives the same output on the rest (positions count from the right, padding is
-    masked), so short-history data (e.g. Amazon sets, mean length ~7 of a 50-item window) stops
-    paying the transformer's cost for dozens of empty positions per row."""
-    filled = (inputs != PAD).any(axis=0)  # (L,)
-    first = int(np.argmax(filled)) if filled.any() else inputs.shape[1] - 1
-    return inputs[:, first:], targets[:, first:]
 
 
 def bpr_batches(data: NextItemData, batch_size: int):
