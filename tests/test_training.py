@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -77,8 +78,6 @@ def test_checkpoint_round_trip_gives_identical_scores(setup, tmp_path):
 def test_a_loaded_checkpoint_saved_with_new_weights_names_the_new_file(setup, tmp_path):
     """A loaded checkpoint's meta holds the old weights_file / sha256; saving it with changed
     weights (what refresh does) must write and name the new ones."""
-    from dataclasses import replace
-
     from metarec.training.checkpoint import save_checkpoint
 
     ds, data = setup
@@ -118,6 +117,32 @@ def test_early_stopping_stops(setup):
     res = pretrain_seqrec(ds, data, SPEC, _config(lr=1e-9, patience=2, max_epochs=50), text=NO_TEXT)
     assert res.state.epoch < 50
     assert "no improvement" in res.state.stopped
+
+
+def test_validate_start_keeps_the_start_when_training_makes_it_worse(setup):
+    """Fine-tuning a trained model with a ruinous learning rate: with ``validate_start`` the
+    untrained weights are epoch 0 and are what comes back; without it, a worse epoch does."""
+    import copy
+
+    from metarec.training.pretrain import train_seqrec
+    from metarec.training.pretrain import validator as make_validator
+
+    ds, data = setup
+    trained = pretrain_seqrec(ds, data, SPEC, _config(), text=NO_TEXT).model
+    start = copy.deepcopy(trained.state_dict())
+    start_metric = make_validator(data)(trained)
+    ruin = _config(lr=30.0, grad_clip=0.0, max_epochs=2, patience=5)
+
+    plain, _ = train_seqrec(copy.deepcopy(trained), data, ruin)
+    assert [e for e, _ in plain.curve] == [1, 2]
+    assert plain.best_metric < start_metric - 0.1
+
+    kept, kept_best = train_seqrec(copy.deepcopy(trained), data, replace(ruin, validate_start=True))
+    assert kept.curve[0] == (0, pytest.approx(start_metric))
+    assert [e for e, _ in kept.curve] == [0, 1, 2]
+    assert kept.best_epoch == 0 and kept.best_metric == pytest.approx(start_metric)
+    for name, value in start.items():
+        assert torch.equal(kept_best[name], value), name
 
 
 def _weights(folder):

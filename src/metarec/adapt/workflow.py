@@ -110,14 +110,19 @@ def finetune(
     train: TrainConfig,
 ) -> FinetuneResult:
     """Apply ``config.strategy`` to ``model`` (in place) and train it on ``data``, selecting the
-    epoch by validation NDCG@10; test figures before and after."""
+    epoch by validation NDCG@10 (the untrained start is epoch 0, kept when no epoch beats it);
+    test figures before and after."""
     start = time.perf_counter()
     trainable = prepare(model, config)
     before = evaluate(model, data)
     n_train, n_total = count_parameters(model)
     optimizer = make_optimizer(model, config, train.lr, train.weight_decay)
-    state, best = train_seqrec(
-        model, data, train, optimizer=optimizer, desc=f"fine-tuning ({config.strategy})"
+    state, best = train_seqrec(  # the starting weights compete too: epoch 0
+        model,
+        data,
+        replace(train, validate_start=True),
+        optimizer=optimizer,
+        desc=f"fine-tuning ({config.strategy})",
     )
     model.load_state_dict(best)
     after = evaluate(model, data)

@@ -32,6 +32,9 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop after this much training time
     progress: bool = True
     device: str = "auto"  # "auto": CUDA when available, else CPU
+    # validate the weights before the first epoch too, so that they are kept (best epoch 0) when
+    # no epoch improves on them: fine-tuning a pretrained model must never end below its start
+    validate_start: bool = False
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -131,6 +134,10 @@ def fit(
     optimizer = optimizer or make_optimizer(model, config)
     state = state or TrainState()
     best = best_weights if best_weights is not None else copy.deepcopy(model.state_dict())
+    if config.validate_start and state.epoch == 0 and not state.curve:
+        state.best_metric = validate(model)
+        state.curve.append((0, state.best_metric))
+        best = copy.deepcopy(model.state_dict())
     bar = tqdm(total=config.max_epochs, initial=state.epoch, desc=desc, disable=not config.progress)
     while state.epoch < config.max_epochs and not state.stopped:
         start = time.perf_counter()
