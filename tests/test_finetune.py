@@ -210,6 +210,47 @@ def test_a_restarted_adaptor_starts_at_the_new_texts_principal_axes(tmp_path):
     )
 
 
+def test_a_low_rank_id_table_trains_r_times_items_plus_dim_and_merges(tmp_path):
+    """lora with item ids and id_rank r: a rank-r LoRA on the (zero-started) id table instead of
+    the whole table; untrained it changes nothing, trained it moves the scores, it merges into a
+    plain model and reloads from an adapter checkpoint with the same output."""
+    base_path, base = _base(tmp_path)
+    moved = to_catalogue(base, torch.randn(10, TEXT), item_ids=True)
+    ref = moved.eval().score(_batch(n=10))
+    config = FinetuneConfig(strategy="lora", item_ids=True, id_rank=3, lora_rank=2)
+    names = prepare(moved, config)
+    assert "items.id_embedding.weight" not in names
+    id_params = [n for n in names if n.startswith("items.id_embedding.")]
+    shapes = {n: tuple(p.shape) for n, p in moved.named_parameters() if n in id_params}
+    assert sum(np.prod(s) for s in shapes.values()) == 3 * (10 + 16)
+    assert torch.allclose(moved.score(_batch(n=10)), ref, atol=1e-6)
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            if name in names:
+                p.add_(0.3 * torch.randn_like(p))
+    tuned = moved.score(_batch(n=10))
+    assert not torch.allclose(tuned, ref, atol=1e-3)
+    vectors = moved.items.all_items()  # the id deltas reach the item vectors
+    assert not torch.allclose(vectors, moved.items.text_proj(moved.items.text_embeddings))
+    merged = merge_lora(moved).eval()
+    assert torch.allclose(merged.score(_batch(n=10)), tuned, atol=1e-4)
+    assert merged.items.id_embedding.weight.abs().sum() > 0
+    out = save_adapter(
+        tmp_path / "ad",
+        Adapter(moved, config, [], ["x"] * 10),
+        names,
+        load_checkpoint(base_path),
+        True,
+    )
+    assert torch.allclose(load_adapter(out).model.score(_batch(n=10)), tuned, atol=1e-5)
+    with pytest.raises(ValueError, match="id_rank"):
+        FinetuneConfig(strategy="full", id_rank=2)
+    with pytest.raises(ValueError, match="id_rank"):
+        FinetuneConfig(strategy="lora", id_rank=2)  # no item ids
+    with pytest.raises(ValueError, match="id_rank"):
+        FinetuneConfig(strategy="lora", item_ids=True, id_rank=-1)
+
+
 def _base(tmp_path):
     model = _model()
     ckpt = Checkpoint(model, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})

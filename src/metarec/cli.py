@@ -478,6 +478,12 @@ def finetune(
     max_epochs: Annotated[int, typer.Option()] = 100,
     time_budget: Annotated[float | None, typer.Option(help="Stop training after N s.")] = None,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    id_rank: Annotated[
+        int,
+        typer.Option(
+            help="lora with --item-ids: a rank-N LoRA on the item id table (0: the whole table)."
+        ),
+    ] = 0,
     item_ids: Annotated[
         bool | None,
         typer.Option(help="Train id embeddings for the target's items (default: only for full)."),
@@ -506,6 +512,7 @@ def finetune(
             lora_rank=lora_rank,
             item_ids=item_ids,
             restart_adaptor=restart_adaptor,
+            id_rank=id_rank,
         )
         train = TrainConfig(
             batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,

@@ -28,6 +28,7 @@ from metarec.errors import ConfigError
 from metarec.models.seqrec import SeqRec
 
 STRATEGIES = ("full", "lora", "adapter", "adaptor", "head")
+_ID_TABLE = "items.id_embedding"
 OPTIMIZERS = ("adamw", "adagrad", "sgd")
 # fnmatch patterns over module names (as the ``lora`` policy's targets); only nn.Linear is wrapped
 LORA_TARGETS = (
@@ -52,6 +53,9 @@ class FinetuneConfig:
     adapter_hidden: int = 16
     item_ids: bool | None = None
     restart_adaptor: bool = False  # new catalogue: start the adaptor at its text's principal axes
+    # lora with item ids: 0 trains the whole id table; r > 0 a rank-r LoRA on it instead
+    # (r * (items + dim) parameters rather than items * dim)
+    id_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -62,6 +66,13 @@ class FinetuneConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.id_rank, bool) or not isinstance(self.id_rank, int) or self.id_rank < 0:
+            raise ValueError(f"id_rank must be a non-negative integer, got {self.id_rank!r}")
+        if self.id_rank and (self.strategy != "lora" or not self.uses_item_ids):
+            raise ValueError(
+                "id_rank (a LoRA on the item id table) needs strategy 'lora' with item_ids=True, "
+                f"got strategy {self.strategy!r}, item_ids={self.item_ids!r}"
+            )
         if not isinstance(self.lora_targets, tuple) or not self.lora_targets:
             raise ValueError(f"lora_targets must be a non-empty tuple, got {self.lora_targets!r}")
         if not self.lora_alpha > 0:
@@ -115,17 +126,22 @@ def lora_layers(model: SeqRec, config: FinetuneConfig) -> list[str]:
 def _inject_lora(model: SeqRec, config: FinetuneConfig) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
+    targets = lora_layers(model, config)  # full names: peft matches them exactly
+    low_rank_ids = bool(config.id_rank) and hasattr(model.items, "id_embedding")
+    if low_rank_ids:
+        targets.append(_ID_TABLE)
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
-        target_modules=lora_layers(model, config),  # full names: peft matches them exactly
+        target_modules=targets,
+        rank_pattern={_ID_TABLE: config.id_rank} if low_rank_ids else {},
         lora_dropout=0.0,
         bias="none",
     )
     inject_adapter_in_model(lora, model)
     for name, p in model.named_parameters():  # peft freezes the base; the id table stays so
-        if name.startswith("items.id_embedding."):
-            p.requires_grad_(config.uses_item_ids)
+        if name.startswith("items.id_embedding.") and "lora_" not in name:
+            p.requires_grad_(config.uses_item_ids and not low_rank_ids)
 
 
 def merge_lora(model: SeqRec) -> SeqRec:
@@ -139,7 +155,7 @@ def merge_lora(model: SeqRec) -> SeqRec:
             module.merge()
             base = module.get_base_layer()
             merged[f"{name}.weight"] = base.weight.detach()
-            if base.bias is not None:
+            if getattr(base, "bias", None) is not None:
                 merged[f"{name}.bias"] = base.bias.detach()
     plain = SeqRec(model.config)
     state = {

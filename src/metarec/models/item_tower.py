@@ -81,7 +81,8 @@ class ItemTower(nn.Module):
         if self.config.item_repr in ("text", "hybrid"):
             vec = self.text_proj(self.text_embeddings)  # (N, D)
         if self.config.item_repr in ("id", "hybrid"):
-            emb = self.id_embedding.weight  # (N, D)
+            table = self.id_embedding  # called, not read, so that a LoRA wrapper applies
+            emb = table(torch.arange(self.config.n_items, device=table.weight.device))  # (N, D)
             if vec is not None and self.training and self.config.id_dropout > 0:
                 keep = torch.rand(emb.shape[0], 1, device=emb.device) >= self.config.id_dropout
                 emb = emb * keep  # those items must be recognised from their text alone
