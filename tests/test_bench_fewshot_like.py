@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from metarec.bench.fewshot_like import METHODS, FewshotLikeConfig, quick_config, run_fewshot_like
+from metarec.bench.fewshot_like import (
+    CROSS_ENCODERS,
+    METHODS,
+    FewshotLikeConfig,
+    quick_config,
+    run_fewshot_like,
+)
 from metarec.bench.fewshot_like_methods import Fitted
 from metarec.bench.fewshot_like_report import beats_baselines, pivot, summarise
 from metarec.cli import app
@@ -43,6 +49,36 @@ def test_summary_pools_seeds_and_checks_every_baseline():
     ]
     table = pivot(rows, "all")
     assert "| seqrec-head | 0.7000 → 0.7200 ± 0.0000 |" in table
+
+
+def test_report_of_cross_encoders_alone_has_no_empty_whole_set_table(tmp_path):
+    from types import SimpleNamespace
+
+    from metarec.bench.fewshot_like_report import write_fewshot_like
+
+    cfg = FewshotLikeConfig(seeds=(0, 1), budgets=(16,), methods=CROSS_ENCODERS)
+    fits = [
+        Fitted(m, 16, seed, adapted, None, 0.7 + 0.01 * adapted, 3.0)
+        for m in CROSS_ENCODERS
+        for seed in (0, 1)
+        for adapted in (False, True)
+    ]
+    info = {
+        "n_samples": 1000,
+        "n_test": 900,
+        "n_test_subset": 50,
+        "users": {"train": 8, "valid": 1, "test": 1},
+        "test_positive_rate": 0.6,
+        "pretrain_seconds": 1.0,
+        "wall_seconds": 2.0,
+        "peak_rss_mb": 100.0,
+        "ce_meta": {"seconds": 5.0, "score_start_seconds": 1.0, "query_losses": [0.7]},
+    }
+    data = SimpleNamespace(dataset=SimpleNamespace(name="toy"))
+    report = write_fewshot_like(cfg, data, fits, info, tmp_path)["report"].read_text()
+    assert "whole test set (900" not in report and "test subset (50 samples)" in report
+    assert "| cross-encoder-reptile | 0.7000 → 0.7100 ± 0.0000 |" in report
+    assert "start meta-learned once per run (5 s" in report
 
 
 def test_config_and_cli_name_bad_input(tmp_path):
@@ -114,11 +150,18 @@ def test_fewshot_like_runs_every_method(rated_dataset, tmp_path, monkeypatch):
     for m in METHODS:
         for b in (16, 32):
             assert (m, b, True, "subset") in rows
-            assert ((m, b, True, "all") in rows) == (m != "cross-encoder")
+            assert ((m, b, True, "all") in rows) == (m not in CROSS_ENCODERS)
     # the like/dislike signal is the item: every learned head finds it with 32 labels
     for m in ("seqrec-head", "seqrec-head-reptile"):
         assert rows[(m, 32, True, "all")]["metrics"]["AUC"]["mean"] > 0.8
     assert rows[("history-mean", 16, True, "all")]["metrics"]["AUC"]["ci95"][0] > 0.0
+    # the cross-encoder's meta-learned start: trained once, shared by every budget and seed
+    meta_start = [
+        rows[("cross-encoder-reptile", b, False, "subset")]["metrics"]["AUC"] for b in (16, 32)
+    ]
+    assert meta_start[0] == meta_start[1] and meta_start[0]["ci95"][0] == meta_start[0]["mean"]
+    assert doc["run"]["ce_meta"]["seconds"] > 0 and len(doc["run"]["ce_meta"]["query_losses"]) == 2
+    assert doc["settings"]["cross_encoder_meta"]["meta_steps"] == 2
     report = res["report"].read_text()
     assert (
         "auc_by_budget_all.png" in report and (tmp_path / "out" / "auc_by_budget_all.png").exists()

@@ -17,7 +17,10 @@
    - ``cross-encoder``: MiniLM reading a prompt of the recent history (titles with ratings) and
      the candidate, LoRA (peft) on its top layers, head over the pooled text and the numeric
      features; scored on a seeded subset of the test set (``ce_test_samples``), on which every
-     other method is scored too, for a like-for-like comparison;
+     other method is scored too, for a like-for-like comparison; ``cross-encoder-reptile``: the
+     same, from a start (LoRA A/B and heads) meta-learned once per run with Reptile on tasks of
+     the train users' implicit behaviour (next item vs an unseen item, prompts without ratings;
+     ``adapt.cross_encoder_meta``), shared by every budget and seed;
 4. "before" rows hold each learned method's AUC at its start (no labels used, or Reptile's start).
 """
 
@@ -32,8 +35,14 @@ import numpy as np
 import torch
 
 from metarec.adapt.cross_encoder_fit import LoraFitConfig
+from metarec.adapt.cross_encoder_meta import CrossMetaConfig
 from metarec.adapt.like_fit import HeadFitConfig, ItemSpace, ReptileStartConfig, like_features
-from metarec.bench.fewshot_like_methods import Fitted, RunData, run_budget
+from metarec.bench.fewshot_like_methods import (
+    Fitted,
+    RunData,
+    cross_encoder_meta_start,
+    run_budget,
+)
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.like_samples import build_like_samples, item_counts, split_users
 from metarec.data.loaders.registry import load_dataset
@@ -46,7 +55,14 @@ from metarec.training.workflow import ModelSpec, item_text_features, pretrain_se
 
 PROTOCOL = "fewshot-like"
 BASELINES = ("history-mean", "popularity", "logreg-baseline")
-LEARNED = ("seqrec-head", "seqrec-head-labels-only", "seqrec-head-reptile", "cross-encoder")
+LEARNED = (
+    "seqrec-head",
+    "seqrec-head-labels-only",
+    "seqrec-head-reptile",
+    "cross-encoder",
+    "cross-encoder-reptile",
+)
+CROSS_ENCODERS = ("cross-encoder", "cross-encoder-reptile")  # scored on the test subset only
 METHODS = BASELINES + LEARNED
 
 
@@ -69,6 +85,7 @@ class FewshotLikeConfig:
     reptile: ReptileStartConfig = field(default_factory=ReptileStartConfig)
     cross: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)
     lora: LoraFitConfig = field(default_factory=LoraFitConfig)
+    ce_meta: CrossMetaConfig = field(default_factory=CrossMetaConfig)
     ce_test_samples: int = 500
     progress: bool = True
     quick: bool = False  # smoke-test budgets: marked in metrics.json, never a reported result
@@ -99,6 +116,7 @@ def quick_config(cfg: FewshotLikeConfig) -> FewshotLikeConfig:
         head=replace(cfg.head, steps=30),
         reptile=replace(cfg.reptile, meta_steps=5),
         lora=replace(cfg.lora, epochs=1, min_steps=2),
+        ce_meta=replace(cfg.ce_meta, meta_steps=2, support=4, inner_steps=1),
         ce_test_samples=min(cfg.ce_test_samples, 64),
     )
 
@@ -112,6 +130,8 @@ def run_fewshot_like(cfg: FewshotLikeConfig, log: Callable[[str], None] = print)
     out.mkdir(parents=True, exist_ok=True)
     reset_peak_rss()
     data = prepare(cfg, log)
+    if "cross-encoder-reptile" in cfg.methods:  # once per run, timed apart from the draws
+        cross_encoder_meta_start(cfg, data, log)
     fits: list[Fitted] = []
     for budget in cfg.budgets:
         for seed in cfg.seeds:
@@ -174,5 +194,6 @@ def prepare(cfg: FewshotLikeConfig, log: Callable[[str], None]) -> RunData:
         counts=counts,
         test_features=like_features(test, space, model),
         titles=titles,
+        train_users=users.train,
         info=info,
     )

@@ -21,6 +21,13 @@ from metarec.adapt.cross_encoder_fit import (
     predict_cross_encoder,
     tokenize,
 )
+from metarec.adapt.cross_encoder_meta import (
+    implicit_tasks,
+    load_trainable,
+    meta_train_cross_encoder,
+    prompt_renderer,
+    trainable_state,
+)
 from metarec.adapt.like_fit import ItemSpace, fit_head, like_features, predict, reptile_start
 from metarec.data.like_samples import LikeSamples, draw_budget, with_history_targets
 from metarec.data.schema import Dataset
@@ -43,6 +50,7 @@ class RunData:
     counts: np.ndarray
     test_features: LikeFeatures
     titles: list[str]
+    train_users: np.ndarray  # their implicit behaviour may be read for pretraining/meta-training
     info: dict
     cache: dict = field(default_factory=dict)  # lazily built: encoder, tokenizer, test tokens
 
@@ -130,16 +138,62 @@ def _reptile(cfg, data: RunData, draw: LikeSamples):
 
 
 def _cross_encoder(cfg, data: RunData, draw: LikeSamples):
-    encoder, tokenizer, test_tokens = _ce_cache(cfg, data)
-    model = add_lora(CrossEncoder(cfg.cross, copy.deepcopy(encoder)), cfg.lora)
-    numeric_test = data.test_features.numeric[torch.from_numpy(data.subset)]
+    model = _new_cross_encoder(cfg, data)
     with torch.no_grad():  # the start: the text head is zero, so the numeric prior alone
-        before = model.score_numeric(numeric_test).numpy().astype(np.float64)
+        before = model.score_numeric(_numeric_subset(data)).numpy().astype(np.float64)
+    return [(False, before, True), (True, _fit_and_score(cfg, data, draw, model), True)]
+
+
+def _cross_encoder_reptile(cfg, data: RunData, draw: LikeSamples):
+    start, before = cross_encoder_meta_start(cfg, data)
+    model = _new_cross_encoder(cfg, data)
+    load_trainable(model, start)
+    return [(False, before, True), (True, _fit_and_score(cfg, data, draw, model), True)]
+
+
+def cross_encoder_meta_start(cfg, data: RunData, log: Callable[[str], None] | None = None):
+    """(trainable tensors, (subset,) start scores) of the Reptile-started cross-encoder: meta-
+    trained once per run on the train users' implicit tasks (no rating), shared by every draw."""
+    if "ce_meta" not in data.cache:
+        model = _new_cross_encoder(cfg, data)
+        _, tokenizer, test_tokens = _ce_cache(cfg, data)
+        render = prompt_renderer(cfg.cross, tokenizer, data.titles, data.dataset.items.text)
+        inter = data.dataset.interactions
+        window, m = cfg.cross.history_items, cfg.ce_meta
+        tasks = implicit_tasks(
+            inter, data.train_users, render, data.dataset.n_items, window, m.support, m.seed
+        )
+        res = meta_train_cross_encoder(model, tasks, m)
+        start = time.perf_counter()
+        before = predict_cross_encoder(model, test_tokens, _numeric_subset(data))
+        score_s = time.perf_counter() - start
+        data.info["ce_meta"] = {
+            "seconds": res["seconds"],
+            "score_start_seconds": score_s,
+            "query_losses": res["query_losses"],
+        }
+        if log is not None:
+            log(f"cross-encoder start meta-learned in {res['seconds']:.0f} s")
+        data.cache["ce_meta"] = (trainable_state(model), before)
+    return data.cache["ce_meta"]
+
+
+def _new_cross_encoder(cfg, data: RunData) -> CrossEncoder:
+    encoder, _, _ = _ce_cache(cfg, data)
+    return add_lora(CrossEncoder(cfg.cross, copy.deepcopy(encoder)), cfg.lora)
+
+
+def _numeric_subset(data: RunData) -> torch.Tensor:
+    return data.test_features.numeric[torch.from_numpy(data.subset)]
+
+
+def _fit_and_score(cfg, data: RunData, draw: LikeSamples, model: CrossEncoder) -> np.ndarray:
+    """LoRA fine-tuning on the draw, then (subset,) logits on the test subset."""
+    _, tokenizer, test_tokens = _ce_cache(cfg, data)
     feats = like_features(draw, data.space, data.model)
     tokens = tokenize(tokenizer, _prompts(cfg, data, draw), cfg.cross.max_length)
     fit_cross_encoder(model, tokens, feats.numeric, feats.labels, cfg.lora)
-    after = predict_cross_encoder(model, test_tokens, numeric_test)
-    return [(False, before, True), (True, after, True)]
+    return predict_cross_encoder(model, test_tokens, _numeric_subset(data))
 
 
 def _ce_cache(cfg, data: RunData):
@@ -170,4 +224,5 @@ METHOD_FNS = {
     "seqrec-head-labels-only": _labels_only,
     "seqrec-head-reptile": _reptile,
     "cross-encoder": _cross_encoder,
+    "cross-encoder-reptile": _cross_encoder_reptile,
 }

@@ -100,21 +100,21 @@ def write_fewshot_like(cfg, data, fits, info: dict, out: Path) -> dict:
         if after:
             path = plot_metric_by(after, "AUC", "samples", out / f"auc_by_budget_{test}.png")
             plots.append((f"AUC against labelled samples (test set: {test})", path))
-    ce_seconds = [f.seconds for f in fits if f.method == "cross-encoder"]
     extra = {"quick": cfg.quick, "budgets": list(cfg.budgets), "run": info}
     extra["settings"] = _settings(cfg)
     metrics_json = write_metrics_json(
         out, PROTOCOL, data.dataset.name, rows, list(cfg.seeds), extra
     )
     sections = [
-        (f"AUC on the whole test set ({info['n_test']:,} samples)", pivot(rows, "all")),
-        (
-            f"AUC on the cross-encoder's test subset ({info['n_test_subset']:,} samples)",
-            pivot(rows, "subset"),
-        ),
+        (f"AUC on the {title} ({n:,} samples)", pivot(rows, test))
+        for test, title, n in (
+            ("all", "whole test set", info["n_test"]),
+            ("subset", "cross-encoder's test subset", info["n_test_subset"]),
+        )
+        if any(r.setting["test"] == test for r in rows)  # only cross-encoders: no "all" rows
     ]
     notes = beats_baselines(cfg, rows, "all") + beats_baselines(cfg, rows, "subset")
-    notes += _notes(cfg, info, fits, ce_seconds)
+    notes += _notes(cfg, info, fits)
     report = write_report_md(out, cfg.title, _intro(cfg, data, info), rows, plots, notes, sections)
     return {"results": rows, "metrics_json": metrics_json, "report": report}
 
@@ -131,6 +131,7 @@ def _settings(cfg) -> dict:
         "reptile": asdict(cfg.reptile),
         "cross_encoder": {k: v for k, v in asdict(cfg.cross).items()},
         "lora": asdict(cfg.lora),
+        "cross_encoder_meta": asdict(cfg.ce_meta),
         "pretrain_time_budget_s": cfg.pretrain.time_budget_s,
         "ce_test_samples": cfg.ce_test_samples,
     }
@@ -150,23 +151,36 @@ def _intro(cfg, data, info: dict) -> str:
     )
 
 
-def _notes(cfg, info: dict, fits, ce_seconds: list[float]) -> list[str]:
+def _notes(cfg, info: dict, fits) -> list[str]:
+    from metarec.bench.fewshot_like import CROSS_ENCODERS
+
     notes = [
         "seqrec-head and seqrec-head-reptile also use each labelled sample's own history "
         "ratings as targets (each of its 11 rated items predicted from the other 10); no rating "
         "outside the drawn samples is read. seqrec-head-labels-only fits on the drawn targets "
         "alone.",
-        "The cross-encoder is scored on a seeded subset of the test set (CPU cost); every "
+        "The cross-encoders are scored on a seeded subset of the test set (CPU cost); every "
         "method's AUC on that subset is in the second table, for a like-for-like comparison.",
         f"Whole run: {info['wall_seconds']:.0f} s wall, peak RSS {info['peak_rss_mb']:.0f} MB.",
     ]
-    if ce_seconds:
+    if meta := info.get("ce_meta"):
+        m = cfg.ce_meta
+        notes.append(
+            f"cross-encoder-reptile: start meta-learned once per run ({meta['seconds']:.0f} s; "
+            f"scoring it on the subset {meta['score_start_seconds']:.0f} s) with Reptile, "
+            f"{m.meta_steps} meta steps x {m.tasks_per_step} tasks, {m.inner_steps} inner "
+            f"{m.inner_optimizer} steps (lr {m.inner_lr:g}), step size {m.step_size:g}; a task is "
+            f"one train user's implicit behaviour: {m.support} windows of "
+            f"{cfg.cross.history_items} items (titles, no rating) with the next item (1) and an "
+            "unseen item (0), as support, as many as query. No rating of a train user is read."
+        )
+    for method in (m for m in CROSS_ENCODERS if m in cfg.methods):
         per = {
-            b: np.mean([f.seconds for f in fits if f.method == "cross-encoder" and f.budget == b])
+            b: np.mean([f.seconds for f in fits if f.method == method and f.budget == b])
             for b in cfg.budgets
         }
         notes.append(
-            "Cross-encoder seconds per seed (fit + scoring the subset): "
+            f"{method} seconds per seed (fit + scoring the subset): "
             + ", ".join(f"n={b}: {s:.0f} s" for b, s in per.items())
         )
     if cfg.quick:
