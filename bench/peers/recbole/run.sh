@@ -16,6 +16,7 @@ repo="$(cd "$here/../../.." && pwd)"
 out="${1:-$repo/metarec-runs/peers/recbole}"
 budget="${RECBOLE_BUDGET_S:-1800}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"  # absolute: RecBole runs inside it
 metarec="${METAREC:-$repo/.venv/bin/metarec}"
 "$metarec" data export --format recbole --out "$out/data/ml_latest_small" --name ml_latest_small
 venv="$repo/.venv-recbole"
@@ -25,6 +26,7 @@ if [ ! -x "$venv/bin/python" ]; then
     setuptools==80.10.2 ray==2.6.3
 fi
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1  # RecBole reloads its own checkpoints with torch.load
+cd "$out"  # RecBole writes log/ and log_tensorboard/ into the working directory
 for model in BPR SASRec; do
   /usr/bin/time -v "$venv/bin/python" "$here/run_recbole.py" --model "$model" \
     --data "$out/data" --out "$out" --budget "$budget" 2> "$out/$model.time.log"
