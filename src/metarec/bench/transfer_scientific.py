@@ -60,6 +60,13 @@ class TransferConfig:
             "head": 2e-3,
         }
     )
+    # every strategy starts the transferred text adaptor at the target text's principal axes
+    # (zero-shot NDCG@10 0.0089 -> 0.0390 on Scientific; no labels involved)
+    restart_adaptor: bool = True
+    # FinetuneConfig options per strategy beyond the strategy itself
+    options: dict[str, dict] = field(
+        default_factory=lambda: {"lora": {"item_ids": True, "id_rank": 2, "lora_rank": 4}}
+    )
     meta_init: bool = True
     baselines: tuple[str, ...] = BASELINES
     # The source model reads items through their text only (the part that transfers), with a
@@ -74,12 +81,19 @@ class TransferConfig:
     )
     finetune: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            batch_size=64, lr=1e-3, patience=4, max_epochs=60, time_budget_s=240
+            batch_size=64, lr=1e-3, patience=6, max_epochs=60, time_budget_s=600
         )
     )
     init: MetaInitConfig = field(default_factory=MetaInitConfig)
     progress: bool = True
     quick: bool = False
+
+    def finetune_config(self, strategy: str) -> FinetuneConfig:
+        return FinetuneConfig(
+            strategy=strategy,
+            restart_adaptor=self.restart_adaptor,
+            **self.options.get(strategy, {}),
+        )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in METHOD_OF]
@@ -142,7 +156,7 @@ def run_strategy(
     """Fine-tune ``base`` on ``data`` with ``strategy``; one result row."""
     cfg = run.cfg
     reset_peak_rss()
-    config = FinetuneConfig(strategy=strategy)
+    config = cfg.finetune_config(strategy)
     model, moved = starting_model(base, run.target, config, progress=False)
     train = replace(cfg.finetune, lr=cfg.lr[strategy], seed=cfg.seed, progress=cfg.progress)
     res = finetune(model, data, config, train)
@@ -211,7 +225,8 @@ def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dic
     target = load_dataset(cfg.target)
     log(f"target: {target.describe()}")
     run = Run(cfg, source, target, base, log)
-    zero = starting_model(base, target, FinetuneConfig(strategy="lora"), progress=cfg.progress)[0]
+    zero_cfg = FinetuneConfig(strategy="adaptor", restart_adaptor=cfg.restart_adaptor)
+    zero = starting_model(base, target, zero_cfg, progress=cfg.progress)[0]
     datas = {f: target_data(target, f, cfg.seed, cfg.spec.max_len) for f in cfg.fractions}
     first = datas[cfg.fractions[0]]  # every fraction has the same test rows
     run.rows.append(_row("zero-shot", 0.0, evaluate(zero, first), {"train_seconds": 0.0}))
