@@ -22,20 +22,11 @@ from metarec.adapt.cross_encoder_meta import (
 from metarec.data.schema import Interactions
 from metarec.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from metarec.models.like_head import NUMERIC
+from test_like_cross_encoder import _tiny_encoder
 
 
 def _tiny_model(numeric: bool = False) -> CrossEncoder:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=4000,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    encoder = BertModel(cfg).eval()
+    encoder = _tiny_encoder()
     lora = LoraFitConfig(layers=(1,))
     return add_lora(CrossEncoder(CrossEncoderConfig(numeric=numeric), encoder), lora)
 

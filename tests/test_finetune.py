@@ -197,17 +197,16 @@ def test_a_restarted_adaptor_starts_at_the_new_texts_principal_axes(tmp_path):
     config = FinetuneConfig(strategy="lora", restart_adaptor=True)
     names = prepare(moved, config)
     _randomise_lora(moved)
-    out = save_adapter(
-        tmp_path / "ad",
-        Adapter(moved, config, [], ["x"] * 12),
-        names,
-        load_checkpoint(base_path),
-        True,
-    )
     batch = _batch(n=12)
-    assert torch.allclose(
-        load_adapter(out).model.score(batch), moved.eval().score(batch), atol=1e-5
-    )
+    reloaded = _reload(tmp_path, moved, config, names, base_path)
+    assert torch.allclose(reloaded.score(batch), moved.eval().score(batch), atol=1e-5)
+
+
+def _reload(tmp_path, moved: SeqRec, config: FinetuneConfig, names, base_path) -> SeqRec:
+    """``moved`` saved as an adapter on the checkpoint at ``base_path`` and loaded back."""
+    adapter = Adapter(moved, config, [], ["x"] * moved.config.n_items)
+    out = save_adapter(tmp_path / "ad", adapter, names, load_checkpoint(base_path), True)
+    return load_adapter(out).model
 
 
 def test_a_low_rank_id_table_trains_r_times_items_plus_dim_and_merges(tmp_path):
@@ -235,14 +234,8 @@ def test_a_low_rank_id_table_trains_r_times_items_plus_dim_and_merges(tmp_path):
     merged = merge_lora(moved).eval()
     assert torch.allclose(merged.score(_batch(n=10)), tuned, atol=1e-4)
     assert merged.items.id_embedding.weight.abs().sum() > 0
-    out = save_adapter(
-        tmp_path / "ad",
-        Adapter(moved, config, [], ["x"] * 10),
-        names,
-        load_checkpoint(base_path),
-        True,
-    )
-    assert torch.allclose(load_adapter(out).model.score(_batch(n=10)), tuned, atol=1e-5)
+    reloaded = _reload(tmp_path, moved, config, names, base_path)
+    assert torch.allclose(reloaded.score(_batch(n=10)), tuned, atol=1e-5)
     with pytest.raises(ValueError, match="id_rank"):
         FinetuneConfig(strategy="full", id_rank=2)
     with pytest.raises(ValueError, match="id_rank"):
