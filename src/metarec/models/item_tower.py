@@ -81,8 +81,11 @@ class ItemTower(nn.Module):
         if self.config.item_repr in ("text", "hybrid"):
             vec = self.text_proj(self.text_embeddings)  # (N, D)
         if self.config.item_repr in ("id", "hybrid"):
-            table = self.id_embedding  # called, not read, so that a LoRA wrapper applies
-            emb = table(torch.arange(self.config.n_items, device=table.weight.device))  # (N, D)
+            table = self.id_embedding  # (N, D); a wrapper (LoRA) is called so its delta applies
+            if type(table) is nn.Embedding:  # the plain table: no gather copy on the hot path
+                emb = table.weight
+            else:
+                emb = table(torch.arange(self.config.n_items, device=table.weight.device))
             if vec is not None and self.training and self.config.id_dropout > 0:
                 keep = torch.rand(emb.shape[0], 1, device=emb.device) >= self.config.id_dropout
                 emb = emb * keep  # those items must be recognised from their text alone
