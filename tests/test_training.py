@@ -252,3 +252,58 @@ def test_sampled_bce_objective_also_learns(setup):
     res = pretrain_seqrec(ds, data, spec, _config(), text=NO_TEXT)
     pop = evaluate_next_item(fit_popularity(data), data.test, ds.n_items)
     assert res.test["NDCG@10"] > pop["NDCG@10"] + 0.2
+
+
+class _LrProbe(torch.nn.Module):
+    """A one-weight model whose loss records the learning rate of the step it is taken for."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2, 2))
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.seen: list[float] = []
+
+    def loss(self, batch):
+        self.seen.append(self.optimizer.param_groups[0]["lr"])
+        return (self.w * batch).sum() ** 2
+
+
+def test_schedule_and_warmup_set_the_rate_of_every_step():
+    import math
+
+    from metarec.training.loop import fit, make_optimizer
+
+    steps_per_epoch, epochs, lr, warmup = 3, 4, 0.1, 5
+    config = TrainConfig(
+        max_epochs=epochs,
+        lr=lr,
+        schedule="cosine",
+        warmup_steps=warmup,
+        patience=10,
+        progress=False,
+    )
+    model = _LrProbe()
+    model.optimizer = make_optimizer(model, config)
+    batches = lambda epoch, rng: [torch.ones(2, 2)] * steps_per_epoch  # noqa: E731
+    state, _ = fit(model, batches, lambda m: 0.0, config, optimizer=model.optimizer)
+
+    expected = []
+    for epoch in range(epochs):
+        scale = 0.5 * (1 + math.cos(math.pi * (epoch + 0.5) / epochs))
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i + 1
+            expected.append(lr * scale * min(1.0, step / warmup))
+    assert model.seen == pytest.approx(expected)
+    assert state.steps == epochs * steps_per_epoch
+    assert expected[0] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi / 8)) / 5)
+    assert expected[-1] < 0.05 * lr  # decayed almost to zero by the last epoch
+
+    linear = replace(config, schedule="linear", warmup_steps=0)
+    assert [linear.epoch_lr_scale(e) for e in range(epochs)] == pytest.approx(
+        [0.875, 0.625, 0.375, 0.125]
+    )
+    assert TrainConfig().epoch_lr_scale(7) == 1.0
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(warmup_steps=-1)

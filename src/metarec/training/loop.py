@@ -7,6 +7,7 @@ loop knows nothing about any particular model or dataset.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 
 from metarec.training.devices import check_device_name, resolve_device
 from metarec.training.seeding import epoch_rng
+
+SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class TrainConfig:
     # validate the weights before the first epoch too, so that they are kept (best epoch 0) when
     # no epoch improves on them: fine-tuning a pretrained model must never end below its start
     validate_start: bool = False
+    # learning rate over the run: "constant", or "cosine" / "linear" decay from lr towards 0 at
+    # max_epochs (set per epoch, at its midpoint, so the last epoch still learns); the first
+    # warmup_steps optimizer steps ramp linearly up to it
+    schedule: str = "constant"
+    warmup_steps: int = 0
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -46,7 +54,20 @@ class TrainConfig:
             raise ValueError("max_epochs, batch_size and patience must be positive")
         if self.weight_decay < 0:
             raise ValueError(f"invalid weight decay: {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         check_device_name(self.device)
+
+    def epoch_lr_scale(self, epoch: int) -> float:
+        """Multiplier of ``lr`` during epoch ``epoch`` (0-based), before warm-up."""
+        if self.schedule == "constant":
+            return 1.0
+        progress = min((epoch + 0.5) / self.max_epochs, 1.0)
+        if self.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +78,7 @@ class TrainState:
     """What a resumed run needs besides weights and optimizer state."""
 
     epoch: int = 0  # epochs completed
+    steps: int = 0  # optimizer steps taken
     best_epoch: int = 0
     best_metric: float = float("-inf")
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, validation metric)
@@ -98,11 +120,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def train_epoch(model, optimizer, batches: Iterable, grad_clip: float, device) -> float:
-    """One pass over ``batches`` (loss, backward, clipping, step); the mean loss."""
+def train_epoch(
+    model,
+    optimizer,
+    batches: Iterable,
+    grad_clip: float,
+    device,
+    lr_at: Callable[[int], float] | None = None,
+) -> tuple[float, int]:
+    """One pass over ``batches`` (loss, backward, clipping, step); the mean loss and the steps.
+
+    ``lr_at(i)``, when given, is the learning rate of the epoch's i-th step (every group).
+    """
     model.train()
     total, n = 0.0, 0
     for batch in batches:
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(n)
         loss = model.loss(batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,7 +145,21 @@ def train_epoch(model, optimizer, batches: Iterable, grad_clip: float, device) -
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total, n = total + loss.item(), n + 1
-    return total / max(n, 1)
+    return total / max(n, 1), n
+
+
+def step_lr(config: TrainConfig, epoch: int, first_step: int) -> Callable[[int], float] | None:
+    """The learning rate of epoch ``epoch``'s i-th step under ``config``'s schedule and warm-up
+    (``first_step``: steps taken before the epoch); None when it is simply ``config.lr``."""
+    if config.schedule == "constant" and not config.warmup_steps:
+        return None
+    scale = config.lr * config.epoch_lr_scale(epoch)
+    warmup = config.warmup_steps
+
+    def lr_at(i: int) -> float:
+        return scale * (min(1.0, (first_step + i + 1) / warmup) if warmup else 1.0)
+
+    return lr_at
 
 
 def fit(
@@ -142,9 +191,13 @@ def fit(
     while state.epoch < config.max_epochs and not state.stopped:
         start = time.perf_counter()
         rng = epoch_rng(config.seed, state.epoch)
-        loss = train_epoch(model, optimizer, batches(state.epoch, rng), config.grad_clip, device)
+        lr_at = step_lr(config, state.epoch, state.steps)
+        loss, steps = train_epoch(
+            model, optimizer, batches(state.epoch, rng), config.grad_clip, device, lr_at
+        )
         state.train_seconds += time.perf_counter() - start
         state.epoch += 1
+        state.steps += steps
         metric = validate(model)
         state.curve.append((state.epoch, metric))
         if metric > state.best_metric:
