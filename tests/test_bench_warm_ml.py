@@ -48,6 +48,7 @@ def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
     cfg = quick_config(
         WarmMLConfig(data=str(inter), out=tmp_path / "out", seeds=(0, 1), progress=False)
     )
+    cfg = replace(cfg, sasrec=replace(cfg.sasrec, max_epochs=1))  # each model its own settings
     logs = []
     res = run_warm_ml(cfg, log=logs.append)
     doc = read_metrics_json(res["metrics_json"])
@@ -60,6 +61,7 @@ def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
         assert ndcg["ci95"][0] <= ndcg["mean"] <= ndcg["ci95"][1]
         assert row["cost"]["peak_rss_mb"] > 10
     assert rows["metarec"]["cost"]["epochs"] == 2
+    assert rows["sasrec-id"]["cost"]["epochs"] == 1
     assert set(doc["curves"]) == {"bpr", "sasrec-id", "metarec"}
     report = res["report"].read_text()
     assert "sasrec-id" in report and "learning_curves.png" in report

@@ -181,6 +181,7 @@ def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
         quick=True,
         title=cfg.title + " (quick smoke test: not a reported result)",
         seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
+        sasrec=replace(cfg.sasrec, max_epochs=2, time_budget_s=None),
         bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
     )
 

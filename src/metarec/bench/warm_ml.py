@@ -46,7 +46,10 @@ class WarmMLConfig:
     out: Path = Path("metarec-runs/warm-ml")
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = METHODS
+    # each model trains with the settings that suit it best on this data (bench/README.md):
+    # ``seqrec`` for metarec's text + id model, ``sasrec`` for the id-only one
     seqrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=32, lr=2e-3))
+    sasrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=8, lr=2e-3))
     bpr: TrainConfig = field(
         default_factory=lambda: TrainConfig(batch_size=1024, lr=5e-3, weight_decay=0.5)
     )
@@ -100,7 +103,8 @@ def _seqrec_runner(item_repr: str) -> Callable[[RunContext, int], MethodRun]:
     def run(ctx: RunContext, seed: int) -> MethodRun:
         cfg = ctx.cfg
         spec = replace(cfg.spec, item_repr=item_repr)
-        train = replace(cfg.seqrec, seed=seed, progress=cfg.progress)
+        base = cfg.sasrec if item_repr == "id" else cfg.seqrec
+        train = replace(base, seed=seed, progress=cfg.progress)
         keep = item_repr != "id" and seed == cfg.seeds[0]
         text = ctx.text if item_repr != "id" else TextFeatures(None, {"text_model": None})
         res = pretrain_seqrec(
