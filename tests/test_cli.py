@@ -100,12 +100,20 @@ def test_pretrain_then_evaluate(monkeypatch, capsys, tmp_path, tiny_csv):
         "id",
         "--max-epochs",
         "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.003",
+        "--schedule",
+        "cosine",
         "--out",
         str(out),
     )
     assert code == 0, err
     saved = json.loads((out / "config.json").read_text())
     assert saved["train_state"]["epoch"] == 3
+    assert saved["train_config"]["batch_size"] == 4 and saved["train_config"]["lr"] == 0.003
+    assert saved["train_config"]["schedule"] == "cosine"
     pretrain_metrics = json.loads((out / "metrics.json").read_text())
     assert pretrain_metrics["results"][0]["cost"]["epochs"] == 3
     assert (out / "learning_curve.png").is_file() and "report" in stdout

@@ -143,6 +143,11 @@ def pretrain(
     item_repr: Annotated[str | None, typer.Option(help="id | text | hybrid")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (full softmax) | bce (sampled)")] = None,
     max_epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training windows per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant | cosine | linear (decay to 0 at max-epochs)")
+    ] = None,
     time_budget: Annotated[float | None, typer.Option(help="Stop training after N s.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
@@ -168,6 +173,9 @@ def pretrain(
     flags = {"item_repr": item_repr, "loss": loss, "text_model": text_model}
     train_flags = {
         "max_epochs": max_epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "schedule": schedule,
         "time_budget_s": time_budget,
         "seed": seed,
         "device": device,
