@@ -19,7 +19,7 @@ from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, TextFeatures, item_text_features, pretrain_seqrec
+from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
 
 
 def main() -> None:
@@ -40,12 +40,9 @@ def main() -> None:
     a = p.parse_args()
 
     ds = load_dataset(a.data)
-    data = prepare_next_item(leave_one_out(ds), ds.n_users, ds.n_items, 50)
     spec = replace(ModelSpec(), item_repr=a.repr, dropout=a.dropout, **json.loads(a.extra))
-    if a.repr == "id":
-        text = TextFeatures(None, {"text_model": None})
-    else:
-        text = item_text_features(ds, spec, False)
+    data = prepare_next_item(leave_one_out(ds), ds.n_users, ds.n_items, spec.max_len)
+    text = item_text_features(ds, spec, False)  # no text work for an id-only model
     cfg = TrainConfig(
         batch_size=a.batch, lr=a.lr, max_epochs=a.epochs, patience=a.patience, seed=a.seed,
         weight_decay=a.wd, progress=False, schedule=a.schedule, warmup_steps=a.warmup,
