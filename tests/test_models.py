@@ -97,6 +97,44 @@ def test_bce_loss_uses_negatives_and_ignores_padding():
     assert model.items.id_embedding.weight.grad.abs().sum() > 0
 
 
+def test_sampled_softmax_over_every_item_is_the_full_softmax():
+    full, sampled = _model(), _model(loss="sampled", n_negatives=N_ITEMS)
+    items = torch.randint(0, N_ITEMS, (3, 8))
+    targets = items.roll(-1, dims=1)
+    targets[:, :2] = PAD
+    batch = SeqBatch(torch.zeros(3, dtype=torch.long), items, targets)
+    every = SeqBatch(batch.users, items, targets, torch.randperm(N_ITEMS))
+    full.eval(), sampled.eval()
+    # the target is masked among the negatives, so the candidates are exactly the catalogue
+    assert torch.allclose(sampled.loss(every), full.loss(batch), atol=1e-5)
+    assert torch.allclose(sampled.loss(batch), full.loss(batch))  # no negatives: full softmax
+
+
+def test_sampled_softmax_sees_only_target_and_negatives():
+    model = _model("id", loss="sampled", n_negatives=4).train()
+    items = torch.randint(0, N_ITEMS, (2, 8))
+    targets = torch.full((2, 8), 5)
+    negatives = torch.tensor([1, 2, 3, 5])  # 5 is every row's target: masked, not a negative
+    model.loss(SeqBatch(torch.zeros(2, dtype=torch.long), items, targets, negatives)).backward()
+    grad = model.items.id_embedding.weight.grad.abs().sum(1)
+    untouched = torch.ones(N_ITEMS, dtype=torch.bool)
+    untouched[items.flatten()] = False
+    untouched[[1, 2, 3, 5]] = False
+    assert (grad[[1, 2, 3, 5]] > 0).all() and (grad[untouched] == 0).all()
+    h = torch.randn(6, 16)
+    iv = model.items.all_items().detach()
+    one = torch.tensor([1, 2, 3, 5])
+    expected = F.cross_entropy(
+        torch.cat([h @ iv[[5]].T, h @ iv[[1, 2, 3]].T], 1), torch.zeros(6).long()
+    )
+    from metarec.models.seqrec import sampled_softmax_loss
+
+    got = sampled_softmax_loss(h, torch.full((6,), 5), one, iv)
+    assert torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="shared negatives"):
+        sampled_softmax_loss(h, torch.full((6,), 5), one.expand(6, 4), iv)
+
+
 def test_text_embeddings_are_a_frozen_buffer():
     model = _model("text")
     names = {n for n, _ in model.named_parameters()}

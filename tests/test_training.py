@@ -254,6 +254,19 @@ def test_sampled_bce_objective_also_learns(setup):
     assert res.test["NDCG@10"] > pop["NDCG@10"] + 0.2
 
 
+def test_sampled_softmax_objective_learns_with_shared_distinct_negatives(setup):
+    from metarec.training.pretrain import seqrec_batches
+
+    ds, data = setup
+    batch = next(seqrec_batches(data, 16, 12, shared=True)(0, np.random.default_rng(0)))
+    assert batch.negatives.shape == (12,) and len(set(batch.negatives.tolist())) == 12
+    assert batch.negatives.min() >= 0 and batch.negatives.max() < ds.n_items
+    spec = replace(SPEC, loss="sampled", n_negatives=8)
+    res = pretrain_seqrec(ds, data, spec, _config(), text=NO_TEXT)
+    pop = evaluate_next_item(fit_popularity(data), data.test, ds.n_items)
+    assert res.test["NDCG@10"] > pop["NDCG@10"] + 0.3
+
+
 class _LrProbe(torch.nn.Module):
     """A one-weight model whose loss records the learning rate of the step it is taken for."""
 

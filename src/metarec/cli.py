@@ -141,7 +141,9 @@ def pretrain(
         Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
     ] = None,
     item_repr: Annotated[str | None, typer.Option(help="id | text | hybrid")] = None,
-    loss: Annotated[str | None, typer.Option(help="ce (full softmax) | bce (sampled)")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="ce (full softmax) | sampled (shared negatives) | bce")
+    ] = None,
     max_epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training windows per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,

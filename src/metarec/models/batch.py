@@ -16,7 +16,8 @@ class SeqBatch:
     users: (B,) int64 user indices (``-1`` for users the model has not seen).
     items: (B, L) int64 item indices, left-padded with ``PAD``; the last column is the most recent.
     targets: (B, L) int64 next item at every position (``PAD`` where there is none); training only.
-    negatives: (B, L, S) int64 sampled negative items; only for sampled losses.
+    negatives: sampled negative items, only for sampled losses: (B, L, S) int64 per position
+        ("bce") or (S,) shared by the batch ("sampled").
     """
 
     users: torch.Tensor

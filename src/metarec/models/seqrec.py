@@ -16,7 +16,7 @@ from torch import nn
 from metarec.models.batch import PAD, SeqBatch
 from metarec.models.item_tower import ItemTower, ItemTowerConfig
 
-LOSSES = ("ce", "bce")
+LOSSES = ("ce", "sampled", "bce")
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,10 @@ class SeqRecConfig:
     text_dim: int = 0
     text_hidden: int = 0  # 0: linear text adaptor; > 0: MLP hidden width
     id_dropout: float = 0.0  # hybrid: fraction of items whose id part is dropped in training
-    loss: str = "ce"  # "ce": full-catalogue softmax; "bce": sampled negatives, pointwise
-    n_negatives: int = 1  # negatives per position for the "bce" loss
+    # "ce": softmax over the full catalogue; "sampled": softmax over the target and
+    # ``n_negatives`` uniform negatives shared by the batch; "bce": pointwise, sampled negatives
+    loss: str = "ce"
+    n_negatives: int = 1  # "bce": negatives per position; "sampled": per batch
     text_init: str = "random"  # "identity": item vectors start as the text embeddings
 
     def __post_init__(self) -> None:
@@ -159,8 +161,10 @@ class SeqRec(nn.Module):
         has_target = batch.targets != PAD  # (B, L)
         h = hidden[has_target]  # (M, D)
         targets = batch.targets[has_target]  # (M,)
-        if self.config.loss == "ce":
+        if self.config.loss == "ce" or (self.config.loss == "sampled" and batch.negatives is None):
             return F.cross_entropy(h @ item_vectors.T, targets)
+        if self.config.loss == "sampled":
+            return sampled_softmax_loss(h, targets, batch.negatives, item_vectors)
         negatives = batch.negatives[has_target]  # (M, S)
         pos = (h * item_vectors[targets]).sum(-1, keepdim=True)  # (M, 1)
         neg = torch.einsum("md,msd->ms", h, item_vectors[negatives])  # (M, S)
@@ -168,6 +172,24 @@ class SeqRec(nn.Module):
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
         return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def sampled_softmax_loss(
+    h: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, item_vectors: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of each target against S negatives shared by the whole batch.
+
+    h: (M, D) hidden states; targets: (M,); negatives: (S,) items drawn uniformly (a uniform
+    proposal shifts every logit by the same log-probability, so no correction is needed); a
+    negative that is the row's own target is masked out. Costs S / N of the full softmax.
+    """
+    if negatives.dim() != 1:
+        raise ValueError(f"the sampled loss takes (S,) shared negatives, got {negatives.shape}")
+    pos = (h * item_vectors[targets]).sum(-1, keepdim=True)  # (M, 1)
+    neg = h @ item_vectors[negatives].T  # (M, S)
+    neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos, neg], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
 def with_new_items(model: SeqRec, text_embeddings: torch.Tensor) -> SeqRec:

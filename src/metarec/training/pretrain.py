@@ -52,8 +52,9 @@ def prepare_next_item(split: Split, n_users: int, n_items: int, max_len: int = 5
     )
 
 
-def seqrec_batches(data: NextItemData, batch_size: int, n_negatives: int = 0):
-    """Batch factory for ``fit``: shuffled windows, with uniform negatives when asked."""
+def seqrec_batches(data: NextItemData, batch_size: int, n_negatives: int = 0, shared: bool = False):
+    """Batch factory for ``fit``: shuffled windows, with uniform negatives when asked:
+    ``n_negatives`` per position, or with ``shared`` one set of distinct items per batch."""
 
     def make(epoch: int, rng: np.random.Generator):
         order = rng.permutation(len(data.window_users))
@@ -61,7 +62,10 @@ def seqrec_batches(data: NextItemData, batch_size: int, n_negatives: int = 0):
             idx = order[start : start + batch_size]
             inputs, targets = trim_padding(data.window_inputs[idx], data.window_targets[idx])
             negatives = None
-            if n_negatives:
+            if n_negatives and shared:
+                k = min(n_negatives, data.n_items)
+                negatives = torch.from_numpy(rng.choice(data.n_items, k, replace=False))
+            elif n_negatives:
                 shape = (*targets.shape, n_negatives)
                 negatives = torch.from_numpy(rng.integers(0, data.n_items, shape))
             yield SeqBatch(
@@ -98,8 +102,9 @@ def validator(data: NextItemData):
 def train_seqrec(
     model: SeqRec, data: NextItemData, config: TrainConfig, **fit_kwargs
 ) -> tuple[TrainState, dict[str, torch.Tensor]]:
-    n_neg = model.config.n_negatives if model.config.loss == "bce" else 0
-    batches = seqrec_batches(data, config.batch_size, n_neg)
+    loss = model.config.loss
+    n_neg = model.config.n_negatives if loss in ("bce", "sampled") else 0
+    batches = seqrec_batches(data, config.batch_size, n_neg, shared=loss == "sampled")
     return fit(model, batches, validator(data), config, **fit_kwargs)
 
 
