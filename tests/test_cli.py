@@ -106,11 +106,14 @@ def test_pretrain_then_evaluate(monkeypatch, capsys, tmp_path, tiny_csv):
         "0.003",
         "--schedule",
         "cosine",
+        "--id-init",
+        "cooccurrence",
         "--out",
         str(out),
     )
     assert code == 0, err
     saved = json.loads((out / "config.json").read_text())
+    assert saved["model_spec"]["id_init"] == "cooccurrence"
     assert saved["train_state"]["epoch"] == 3
     assert saved["train_config"]["batch_size"] == 4 and saved["train_config"]["lr"] == 0.003
     assert saved["train_config"]["schedule"] == "cosine"

@@ -267,6 +267,19 @@ def test_sampled_softmax_objective_learns_with_shared_distinct_negatives(setup):
     assert res.test["NDCG@10"] > pop["NDCG@10"] + 0.3
 
 
+def test_cooccurrence_start_is_ahead_before_the_first_step(setup):
+    ds, data = setup
+    before = {}
+    for init in ("random", "cooccurrence"):
+        spec = replace(SPEC, id_init=init)
+        res = pretrain_seqrec(
+            ds, data, spec, _config(max_epochs=1, validate_start=True), text=NO_TEXT
+        )
+        before[init] = res.state.curve[0][1]  # validation NDCG@10 of the untrained start
+    # next item = last + 1: neighbours in the cycle co-occur, so their vectors start alike
+    assert before["cooccurrence"] > before["random"] + 0.1
+
+
 class _LrProbe(torch.nn.Module):
     """A one-weight model whose loss records the learning rate of the step it is taken for."""
 

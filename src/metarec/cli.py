@@ -144,6 +144,9 @@ def pretrain(
     loss: Annotated[
         str | None, typer.Option(help="ce (full softmax) | sampled (shared negatives) | bce")
     ] = None,
+    id_init: Annotated[
+        str | None, typer.Option(help="random | cooccurrence (id vectors from the sequences)")
+    ] = None,
     max_epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training windows per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
@@ -172,7 +175,7 @@ def pretrain(
     from metarec.training.pretrain import prepare_next_item
     from metarec.training.workflow import pretrain_seqrec, write_pretrain_report
 
-    flags = {"item_repr": item_repr, "loss": loss, "text_model": text_model}
+    flags = {"item_repr": item_repr, "loss": loss, "id_init": id_init, "text_model": text_model}
     train_flags = {
         "max_epochs": max_epochs,
         "batch_size": batch_size,

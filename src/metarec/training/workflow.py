@@ -6,12 +6,14 @@ encoder, the model and the training loop, and owns none of their logic.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from metarec.data.schema import Dataset
+from metarec.data.splits import user_sequences
 from metarec.errors import CheckpointError, ConfigError
 from metarec.evaluation.next_item import evaluate_next_item
 from metarec.models import SeqRec, SeqRecConfig
@@ -24,9 +26,12 @@ from metarec.training.checkpoint import (
     save_checkpoint,
     write_item_text,
 )
+from metarec.training.cooccurrence import cooccurrence_embeddings
 from metarec.training.loop import TrainConfig, TrainState, make_optimizer
 from metarec.training.pretrain import NextItemData, train_seqrec
 from metarec.training.resume import has_resume_state, load_resume_state, save_resume_state
+
+ID_INITS = ("random", "cooccurrence")
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,20 @@ class ModelSpec:
     id_dropout: float = 0.2  # hybrid: items seen through their text alone, per step
     text_init: str = "random"  # "identity" | "pca": linear adaptor that keeps text similarity
     text_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+    # "cooccurrence": id embeddings start from the training sequences' item co-occurrence
+    # (training/cooccurrence.py) instead of random vectors; pretraining only
+    id_init: str = "random"
 
     def __post_init__(self) -> None:
+        if self.id_init not in ID_INITS:
+            raise ConfigError(f"id_init must be one of {ID_INITS}, got {self.id_init!r}")
+        if self.id_init != "random" and self.item_repr == "text":
+            raise ConfigError(f"id_init={self.id_init!r} needs id embeddings (item_repr id|hybrid)")
         # validate now, before data and text work (identity needs dim == the text width)
         self.seqrec_config(n_items=1, text_dim=self.dim if self.text_init != "random" else 1)
 
     def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
-        d = {k: v for k, v in asdict(self).items() if k != "text_model"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("text_model", "id_init")}
         try:
             return SeqRecConfig(n_items=n_items, text_dim=text_dim, **d)
         except ValueError as e:
@@ -82,6 +94,20 @@ def item_text_features(dataset: Dataset, spec: ModelSpec, progress: bool = True)
 def build_seqrec(spec: ModelSpec, n_items: int, text: TextFeatures) -> SeqRec:
     text_dim = 0 if text.embeddings is None else text.embeddings.shape[1]
     return SeqRec(spec.seqrec_config(n_items, text_dim), text.embeddings)
+
+
+def init_ids_from_cooccurrence(model: SeqRec, data: NextItemData, seed: int = 0) -> float:
+    """Overwrite the id vectors of items that co-occur in ``data.train`` with their PPMI SVD
+    vectors (the rest keep their random start); returns the seconds it took."""
+    start = time.perf_counter()
+    indptr, items = user_sequences(data.train, data.n_users)
+    table = model.items.id_embedding.weight
+    vectors, covered = cooccurrence_embeddings(
+        indptr, items, data.n_items, table.shape[1], seed=seed
+    )
+    with torch.no_grad():
+        table[covered] = vectors[covered].to(table.device, table.dtype)
+    return time.perf_counter() - start
 
 
 @dataclass
@@ -176,6 +202,8 @@ def pretrain_seqrec(
     model = build_seqrec(spec, dataset.n_items, text)
     optimizer = make_optimizer(model, config)
     state, best = _resume(out, model, optimizer, dataset, config) if resume else (None, None)
+    if state is None and spec.id_init == "cooccurrence":  # its cost counts as training time
+        state = TrainState(train_seconds=init_ids_from_cooccurrence(model, data, config.seed))
     if out is not None:  # the catalogue's text travels with the checkpoint, for showing results
         out.mkdir(parents=True, exist_ok=True)
         write_item_text(out, dataset.items.ids, dataset.items.text)
