@@ -49,20 +49,32 @@ def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
         WarmMLConfig(data=str(inter), out=tmp_path / "out", seeds=(0, 1), progress=False)
     )
     cfg = replace(cfg, sasrec=replace(cfg.sasrec, max_epochs=1))  # each model its own settings
+    import metarec.training.workflow as workflow
+
+    started, real_init = [], workflow.init_ids_from_cooccurrence
+
+    def counting_init(model, data, seed=0):
+        started.append(model.config.dim)
+        return real_init(model, data, seed)
+
+    monkeypatch.setattr(workflow, "init_ids_from_cooccurrence", counting_init)
+    cfg = replace(cfg, spec=replace(cfg.spec, dim=4, n_heads=1))
     logs = []
     res = run_warm_ml(cfg, log=logs.append)
     doc = read_metrics_json(res["metrics_json"])
     assert doc["protocol"] == "warm-ml" and doc["seeds"] == [0, 1]
     rows = {r["method"]: r for r in doc["results"]}
-    assert set(rows) == {"popularity", "bpr", "sasrec-id", "metarec"}
+    assert set(rows) == {"popularity", "bpr", "sasrec-id", "metarec-id", "metarec"}
     for row in rows.values():
         ndcg = row["metrics"]["NDCG@10"]
         assert set(ndcg) == {"mean", "ci95"} and 0.0 <= ndcg["mean"] <= 1.0
         assert ndcg["ci95"][0] <= ndcg["mean"] <= ndcg["ci95"][1]
         assert row["cost"]["peak_rss_mb"] > 10
     assert rows["metarec"]["cost"]["epochs"] == 2
-    assert rows["sasrec-id"]["cost"]["epochs"] == 1
-    assert set(doc["curves"]) == {"bpr", "sasrec-id", "metarec"}
+    assert rows["sasrec-id"]["cost"]["epochs"] == 1 == rows["metarec-id"]["cost"]["epochs"]
+    assert set(doc["curves"]) == {"bpr", "sasrec-id", "metarec-id", "metarec"}
+    # metarec's id vectors start from co-occurrence (both of its models, both seeds), SASRec's not
+    assert started == [4, 4, 4, 4]
     report = res["report"].read_text()
     assert "sasrec-id" in report and "learning_curves.png" in report
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 1000
