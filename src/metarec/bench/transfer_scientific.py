@@ -203,9 +203,7 @@ def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> No
     """A model trained on the target alone: id-only SASRec or the text model from scratch."""
     cfg = run.cfg
     reset_peak_rss()
-    spec = replace(cfg.spec, item_repr="text")
-    if name == "sasrec-id":  # no text, so no text adaptor to start
-        spec = replace(spec, item_repr="id", text_init="random")
+    spec = cfg.spec.with_items("id" if name == "sasrec-id" else "text")
     text = item_text_features(run.target, spec, progress=False)
     train = replace(cfg.finetune, lr=1e-3, seed=cfg.seed, progress=cfg.progress)
     res = pretrain_seqrec(run.target, data, spec, train, text=text)

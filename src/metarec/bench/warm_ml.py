@@ -110,9 +110,7 @@ def _seqrec_runner(item_repr: str, plain: bool = False) -> Callable[[RunContext,
 
     def run(ctx: RunContext, seed: int) -> MethodRun:
         cfg = ctx.cfg
-        spec = replace(cfg.spec, item_repr=item_repr)
-        if item_repr == "id":  # no text, so no text adaptor to start
-            spec = replace(spec, text_init="random")
+        spec = cfg.spec.with_items(item_repr)
         if plain:
             spec = replace(spec, id_init="random")
         base = cfg.sasrec if item_repr == "id" else cfg.seqrec

@@ -74,8 +74,7 @@ def _ppmi(indptr: np.ndarray, items: np.ndarray, n_items: int, window: int) -> s
         same = seq_id[:-d] == seq_id[d:]  # pairs inside one user's sequence
         rows.append(items[:-d][same])
         cols.append(items[d:][same])
-    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    r, c = np.concatenate(rows), np.concatenate(cols)  # window >= 1: never empty lists
     counts = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n_items, n_items)).tocsr()
     counts = (counts + counts.T).tocoo()  # order within the window does not matter
     if counts.nnz == 0:

@@ -7,7 +7,7 @@ encoder, the model and the training loop, and owns none of their logic.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,12 @@ class ModelSpec:
             raise ConfigError(f"id_init={self.id_init!r} needs id embeddings (item_repr id|hybrid)")
         # validate now, before data and text work (identity needs dim == the text width)
         self.seqrec_config(n_items=1, text_dim=self.dim if self.text_init != "random" else 1)
+
+    def with_items(self, item_repr: str) -> ModelSpec:
+        """This spec with another item representation, less the settings that representation
+        has no use for: a text adaptor's start for id-only, an id start for text-only."""
+        unused = {"id": {"text_init": "random"}, "text": {"id_init": "random"}}
+        return replace(self, item_repr=item_repr, **unused.get(item_repr, {}))
 
     def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
         d = {k: v for k, v in asdict(self).items() if k not in ("text_model", "id_init")}
