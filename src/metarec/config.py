@@ -168,7 +168,8 @@ def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:
     return replace(
         cfg,
         methods=("popularity", "bpr", "metarec"),
-        seqrec=replace(cfg.seqrec, time_budget_s=100.0),
+        # its cosine decay over 4 epochs (~90 s on 2 cores) ends inside the budget
+        seqrec=replace(cfg.seqrec, max_epochs=4, time_budget_s=100.0),
         bpr=replace(cfg.bpr, time_budget_s=20.0),
         title="metarec demo: warm-ml on the bundled ml-latest-small",
     )

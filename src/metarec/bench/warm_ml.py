@@ -47,8 +47,12 @@ class WarmMLConfig:
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = METHODS
     # each model trains with the settings that suit it best on this data (bench/README.md):
-    # ``seqrec`` for metarec's text + id model, ``sasrec`` for the id-only ones
-    seqrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=8, lr=2e-3))
+    # ``seqrec`` for metarec's models (co-occurrence start, then a short cosine decay: the start
+    # already validates near the plateau, and the best epoch can come no later than the 6th),
+    # ``sasrec`` for the published SASRec (constant rate, early stopping)
+    seqrec: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=8, lr=2e-3, schedule="cosine", max_epochs=6)
+    )
     sasrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=8, lr=2e-3))
     bpr: TrainConfig = field(
         default_factory=lambda: TrainConfig(batch_size=1024, lr=5e-3, weight_decay=0.5)
@@ -113,7 +117,7 @@ def _seqrec_runner(item_repr: str, plain: bool = False) -> Callable[[RunContext,
         spec = cfg.spec.with_items(item_repr)
         if plain:
             spec = replace(spec, id_init="random")
-        base = cfg.sasrec if item_repr == "id" else cfg.seqrec
+        base = cfg.sasrec if plain else cfg.seqrec
         train = replace(base, seed=seed, progress=cfg.progress)
         keep = item_repr != "id" and seed == cfg.seeds[0]
         text = ctx.text if item_repr != "id" else TextFeatures(None, {"text_model": None})
