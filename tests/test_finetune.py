@@ -344,3 +344,42 @@ def test_user_fraction_keeps_test_rows_and_a_subset_of_training_users():
     assert np.array_equal(user_fraction(split, 0.25, seed=3).train.user, part.train.user)
     with pytest.raises(ConfigError, match="fraction"):
         user_fraction(split, 0.0)
+
+
+def test_a_cooccurrence_id_start_is_frozen_under_lora_and_travels_with_the_adapter(tmp_path):
+    """id_init="cooccurrence": the moved model's id vectors start from the target's own PPMI
+    SVD (no trainable parameter added under LoRA: the table stays at it), and the adapter
+    checkpoint carries the table, since the base cannot rebuild it."""
+    from metarec.adapt.workflow import finetune
+    from metarec.data.sequences import user_sequences
+    from metarec.training.cooccurrence import cooccurrence_embeddings
+    from metarec.training.loop import TrainConfig
+    from metarec.training.pretrain import prepare_next_item
+
+    base_path, base = _base(tmp_path)
+    target = _dataset("shop", 30, 10, 2)
+    data = prepare_next_item(leave_one_out(target), target.n_users, target.n_items, 8)
+    train = TrainConfig(max_epochs=1, batch_size=8, progress=False, seed=4)
+    runs = {}
+    for start in ("zero", "cooccurrence"):
+        config = FinetuneConfig(strategy="lora", item_ids=True, id_rank=2, id_init=start)
+        moved = to_catalogue(
+            base, torch.randn(10, TEXT, generator=torch.Generator().manual_seed(1)), item_ids=True
+        )
+        runs[start] = (finetune(moved, data, config, train), config)
+    zero, cooc = runs["zero"][0], runs["cooccurrence"][0]
+    assert cooc.params["trainable"] == zero.params["trainable"]  # the table is not trained
+    indptr, items = user_sequences(data.train, data.n_users)
+    expected, covered = cooccurrence_embeddings(indptr, items, 10, 16, seed=4)
+    assert covered.sum() >= 8
+    table = cooc.model.items.id_embedding.base_layer.weight
+    assert torch.allclose(table[covered], expected[covered].float(), atol=1e-6)
+    assert zero.model.items.id_embedding.base_layer.weight.abs().sum() == 0
+    assert cooc.before["NDCG@10"] != zero.before["NDCG@10"]  # the start alone moves the scores
+    batch = _batch(n=10)
+    reloaded = _reload(tmp_path, cooc.model, runs["cooccurrence"][1], cooc.trainable, base_path)
+    assert torch.allclose(reloaded.score(batch), cooc.model.eval().score(batch), atol=1e-5)
+    with pytest.raises(ValueError, match="id_init"):
+        FinetuneConfig(strategy="lora", id_init="cooccurrence")  # no item ids
+    with pytest.raises(ValueError, match="id_init"):
+        FinetuneConfig(strategy="full", id_init="svd")

@@ -109,6 +109,11 @@ def test_finetune_command_refuses_bad_input(domains, tmp_path, monkeypatch, caps
         monkeypatch, capsys, "finetune", "--base", "x", "--data", domains[2], "--fraction", "0"
     )
     assert code == 1 and "--fraction" in err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "finetune", "--base", "x", "--data", domains[2],
+        "--id-init", "cooccurrence",
+    )  # fmt: skip
+    assert code == 1 and "id_init='cooccurrence' needs item ids" in err
 
 
 def test_target_fraction_trains_on_few_users_and_tests_everyone_with_history(domains):

@@ -501,6 +501,13 @@ def finetune(
         bool | None,
         typer.Option(help="Train id embeddings for the target's items (default: only for full)."),
     ] = None,
+    id_init: Annotated[
+        str,
+        typer.Option(
+            help="With item ids: zero | cooccurrence (start them from the target's own item "
+            "co-occurrence; frozen there under lora)."
+        ),
+    ] = "zero",
     merge: Annotated[
         bool, typer.Option(help="Also write a plain merged checkpoint to OUT/merged.")
     ] = False,
@@ -526,6 +533,7 @@ def finetune(
             item_ids=item_ids,
             restart_adaptor=restart_adaptor,
             id_rank=id_rank,
+            id_init=id_init,
         )
         train = TrainConfig(
             batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,

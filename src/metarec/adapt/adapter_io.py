@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from metarec.adapt.finetune import FinetuneConfig, prepare
+from metarec.adapt.finetune import FinetuneConfig, prepare, stored_tensors
 from metarec.adapt.transfer import to_catalogue
 from metarec.atomic_io import atomic_json, save_tensors, sha256_file
 from metarec.errors import CheckpointError
@@ -54,7 +54,8 @@ def save_adapter(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = adapter.model.state_dict()
-    save_tensors({n: state[n] for n in trainable}, out / ADAPTER_WEIGHTS)
+    stored = stored_tensors(adapter.model, adapter.config, trainable)
+    save_tensors({n: state[n] for n in stored}, out / ADAPTER_WEIGHTS)
     save_tensors({"text_embeddings": adapter.model.items.text_embeddings}, out / CATALOGUE)
     doc = {
         **adapter.meta,
@@ -106,9 +107,8 @@ def load_adapter(path: Path, base: Path | None = None) -> Adapter:
         model = to_catalogue(model, text, config.uses_item_ids, config.restart_adaptor)
     trainable = prepare(model, config)
     tensors = _tensors(path, ADAPTER_WEIGHTS, doc.get("adapter_sha256"))
-    if sorted(tensors) != sorted(trainable) or sorted(trainable) != sorted(
-        doc.get("trainable", [])
-    ):
+    stored = stored_tensors(model, config, trainable)
+    if sorted(tensors) != sorted(stored) or sorted(trainable) != sorted(doc.get("trainable", [])):
         raise CheckpointError(f"{path / ADAPTER_WEIGHTS} does not hold the tensors of its strategy")
     state = model.state_dict()
     for name, t in tensors.items():

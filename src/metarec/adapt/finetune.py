@@ -28,6 +28,7 @@ from metarec.errors import ConfigError
 from metarec.models.seqrec import SeqRec
 
 STRATEGIES = ("full", "lora", "adapter", "adaptor", "head")
+ID_STARTS = ("zero", "cooccurrence")
 _ID_TABLE = "items.id_embedding"
 OPTIMIZERS = ("adamw", "adagrad", "sgd")
 # fnmatch patterns over module names (as the ``lora`` policy's targets); only nn.Linear is wrapped
@@ -56,6 +57,11 @@ class FinetuneConfig:
     # lora with item ids: 0 trains the whole id table; r > 0 a rank-r LoRA on it instead
     # (r * (items + dim) parameters rather than items * dim)
     id_rank: int = 0
+    # with item ids, where the id vectors start: "zero" (as they are after a move to a new
+    # catalogue: the items score from their text alone), or "cooccurrence": the PPMI SVD of the
+    # target's own training sequences (training/cooccurrence.py; no gradient, so under LoRA the
+    # table stays frozen at it and costs no trainable parameter)
+    id_init: str = "zero"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -72,6 +78,12 @@ class FinetuneConfig:
             raise ValueError(
                 "id_rank (a LoRA on the item id table) needs strategy 'lora' with item_ids=True, "
                 f"got strategy {self.strategy!r}, item_ids={self.item_ids!r}"
+            )
+        if self.id_init not in ID_STARTS:
+            raise ValueError(f"id_init must be one of {ID_STARTS}, got {self.id_init!r}")
+        if self.id_init != "zero" and not self.uses_item_ids:
+            raise ValueError(
+                f"id_init={self.id_init!r} needs item ids (item_ids=True, or strategy 'full')"
             )
         if not isinstance(self.lora_targets, tuple) or not self.lora_targets:
             raise ValueError(f"lora_targets must be a non-empty tuple, got {self.lora_targets!r}")
@@ -103,6 +115,20 @@ def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
     if not names:
         raise ConfigError(f"strategy {config.strategy!r} leaves no trainable parameter")
     return names
+
+
+def stored_tensors(model: nn.Module, config: FinetuneConfig, trainable: list[str]) -> list[str]:
+    """What an adapter checkpoint holds: the trained tensors, plus the id table when it started
+    from the target's data (``id_init`` not "zero") and stayed frozen: the base cannot
+    reproduce it."""
+    extra = []
+    if config.id_init != "zero":
+        extra = [
+            n
+            for n, _ in model.named_parameters()
+            if n.startswith("items.id_embedding.") and n.endswith("weight") and "lora_" not in n
+        ]
+    return list(trainable) + [n for n in extra if n not in trainable]
 
 
 def _subset(model: SeqRec, strategy: str) -> list[str]:

@@ -35,6 +35,7 @@ from metarec.training.checkpoint import (
 )
 from metarec.training.loop import TrainConfig, TrainState
 from metarec.training.pretrain import NextItemData, prepare_next_item, train_seqrec
+from metarec.training.workflow import init_ids_from_cooccurrence
 
 KS = (10, 50)
 METRICS = ("Recall@10", "NDCG@10", "Recall@50", "NDCG@50")
@@ -113,6 +114,11 @@ def finetune(
     epoch by validation NDCG@10 (the untrained start is epoch 0, kept when no epoch beats it);
     test figures before and after."""
     start = time.perf_counter()
+    state = TrainState()
+    if config.id_init == "cooccurrence":  # before LoRA wraps the table; counts as training time
+        if not hasattr(model.items, "id_embedding"):
+            raise ConfigError("id_init='cooccurrence' needs a model with item ids")
+        state.train_seconds = init_ids_from_cooccurrence(model, data, train.seed)
     trainable = prepare(model, config)
     before = evaluate(model, data)
     n_train, n_total = count_parameters(model)
@@ -122,6 +128,7 @@ def finetune(
         data,
         replace(train, validate_start=True),
         optimizer=optimizer,
+        state=state,
         desc=f"fine-tuning ({config.strategy})",
     )
     model.load_state_dict(best)
