@@ -11,6 +11,13 @@ Tasks are processed by a Python loop, not ``vmap``: support and query sets of di
 differ in length, and the loop frees each task's graph after its backward pass, so memory grows
 with one task, not the meta-batch.
 
+When the policy leaves the item tower alone, the catalogue's item vectors are the same for every
+task of a meta step. They are computed once per step, every task's losses read a detached copy
+of them, the tasks' gradients toward that copy are summed, and one backward pass through the
+tower turns the sum into the tower's meta-gradient: the same gradient as a tower pass per task
+(tested), at one tower pass per meta step instead of two per task (for a text tower, an MLP over
+every item's text embedding, that pass is most of a step's arithmetic).
+
 What is meta-learned (``meta_learn``):
 
 - ``"all"``: every trainable model parameter (for ``all``/``head``/``bias`` policies this includes
@@ -33,7 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.functional import functional_loss, functional_score
+from metarec.meta.functional import (
+    fixed_item_vectors,
+    frozen_item_vectors,
+    functional_loss,
+    functional_score,
+)
 from metarec.meta.inner import adapt, adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer
 
@@ -179,8 +191,11 @@ class MetaLearner:
             groups[-1]["lr"] = hyper_lr
         return [g for g in groups if g["params"]]
 
-    def query_loss(self, support: Any, query: Any) -> torch.Tensor:
-        """Query loss after adapting on ``support``, differentiable w.r.t. the meta-parameters."""
+    def query_loss(
+        self, support: Any, query: Any, item_vectors: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Query loss after adapting on ``support``, differentiable w.r.t. the meta-parameters
+        (and ``item_vectors``, when given: the catalogue's vectors both losses then read)."""
         fast = adapt(
             self.model,
             self.policy,
@@ -189,8 +204,10 @@ class MetaLearner:
             self.rule.optimizer(detach=False),
             self.config.inner_steps,
             create_graph=not self.config.first_order,
+            item_vectors=item_vectors,
         )
-        return functional_loss(self.model, self.policy.effective_params(self.model, fast), query)
+        params = self.policy.effective_params(self.model, fast)
+        return functional_loss(self.model, params, query, item_vectors)
 
     def meta_backward(self, tasks: Sequence[Task]) -> dict[str, float]:
         """Accumulate the meta-gradient of mean query loss + weight * R into ``.grad``."""
@@ -198,11 +215,19 @@ class MetaLearner:
             raise ValueError("a meta step needs at least one task")
         params = [p for g in self.outer.param_groups for p in g["params"]]
         total = [torch.zeros_like(p) for p in params]
+        shared, copy = self._shared_vectors(params)
+        wrt = params + ([copy] if shared is not None else [])
+        to_vectors = None if shared is None else torch.zeros_like(shared)
         query = 0.0
         for support, q in tasks:
-            loss = self.query_loss(support, q) / len(tasks)
-            _add(total, torch.autograd.grad(loss, params, allow_unused=True))
+            loss = self.query_loss(support, q, copy) / len(tasks)
+            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+            _add(total, grads[: len(params)])
+            if to_vectors is not None and grads[-1] is not None:
+                to_vectors += grads[-1]
             query += float(loss.detach())
+        if shared is not None:  # one pass through the tower for the whole meta-batch
+            _add(total, torch.autograd.grad(shared, params, to_vectors, allow_unused=True))
         stats = {"query_loss": query, "loss": query, "regulariser": 0.0}
         if (reg := self.rule.regulariser()) is not None:
             weight, value = reg
@@ -212,6 +237,23 @@ class MetaLearner:
         for p, g in zip(params, total, strict=True):
             p.grad = g if p.grad is None else p.grad + g
         return stats
+
+    def _shared_vectors(
+        self, params: list[torch.Tensor]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(tower output with its graph, or None; the copy every task reads, or None).
+
+        The graph is kept only when the outer loop learns some tower parameter; otherwise the
+        tasks read the cached detached catalogue. Both None when the policy adapts the tower."""
+        tower = getattr(self.model, "items", None)
+        own = {id(p) for p in tower.parameters()} if tower is not None else set()
+        if not any(id(p) in own for p in params):
+            return None, frozen_item_vectors(self.model, self.policy.touched)
+        with torch.enable_grad():
+            shared = fixed_item_vectors(self.model, self.policy.touched)
+        if shared is None:
+            return None, None
+        return shared, shared.detach().requires_grad_()
 
     def meta_step(self, tasks: Sequence[Task]) -> dict[str, float]:
         """One outer update; returns ``loss`` (query + weight * R), ``query_loss``, ``regulariser``

@@ -22,7 +22,7 @@ from torch import nn
 
 from metarec.adapt.policies import FastPolicy
 from metarec.meta.core import OuterFactory, Params, Task, eval_steps
-from metarec.meta.functional import functional_loss, functional_score
+from metarec.meta.functional import frozen_item_vectors, functional_loss, functional_score
 from metarec.meta.inner import adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer, sgd
 
@@ -69,13 +69,14 @@ class Reptile:
         self.outer.zero_grad(set_to_none=True)
         pseudo = {k: torch.zeros_like(v) for k, v in self.start.items()}
         loss = 0.0
+        vectors = frozen_item_vectors(self.model, self.policy.touched)  # once, not per task
         for support, query in tasks:
             fast = self.adapt_task(support, self.config.inner_steps)
             for k, v in fast.items():
                 pseudo[k] += (self.start[k].detach() - v) / len(tasks)
             with torch.no_grad():
                 params = self.policy.effective_params(self.model, fast)
-                loss += float(functional_loss(self.model, params, query)) / len(tasks)
+                loss += float(functional_loss(self.model, params, query, vectors)) / len(tasks)
         for k, v in self.start.items():
             v.grad = pseudo[k]
         self.outer.step()
