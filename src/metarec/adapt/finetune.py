@@ -121,14 +121,12 @@ def stored_tensors(model: nn.Module, config: FinetuneConfig, trainable: list[str
     """What an adapter checkpoint holds: the trained tensors, plus the id table when it started
     from the target's data (``id_init`` not "zero") and stayed frozen: the base cannot
     reproduce it."""
-    extra = []
-    if config.id_init != "zero":
-        extra = [
-            n
-            for n, _ in model.named_parameters()
-            if n.startswith("items.id_embedding.") and n.endswith("weight") and "lora_" not in n
-        ]
-    return list(trainable) + [n for n in extra if n not in trainable]
+    if config.id_init == "zero":
+        return list(trainable)
+    table = [  # the plain table, or the base layer LoRA wraps
+        n for n, _ in model.named_parameters() if n.startswith(f"{_ID_TABLE}.") and "lora_" not in n
+    ]
+    return list(trainable) + [n for n in table if n not in trainable]
 
 
 def _subset(model: SeqRec, strategy: str) -> list[str]:
