@@ -90,6 +90,16 @@ def test_config_names_bad_settings():
         ColdstartConfig(ks=(1, 3), select_k=5)
     with pytest.raises(ConfigError, match="folds"):
         ColdstartConfig(n_folds=5, folds=(5,))
+    with pytest.raises(ConfigError, match="outer_lr"):
+        ColdstartConfig(outer_lr=0.0)
+
+
+def test_outer_rate_reaches_every_adamw_meta_learner():
+    cfg = ColdstartConfig(outer_lr=2e-4)
+    for method in ("maml", "fomaml", "meta-sgd"):
+        assert cfg.learner_spec(method).config.outer_lr == 2e-4, method
+    assert cfg.learner_spec("fomaml").config.first_order is True
+    assert cfg.learner_spec("maml").config.first_order is False
 
 
 def test_coldstart_runner_writes_every_method_and_k(small_dataset, tmp_path, monkeypatch):  # noqa: F811

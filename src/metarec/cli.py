@@ -343,6 +343,9 @@ def bench_coldstart_ml(
     policy: Annotated[str, typer.Option(help="Fast parameters of the meta-learners.")] = "head",
     pretrain_budget: Annotated[float, typer.Option(help="Pretraining seconds per fold.")] = 180,
     meta_budget: Annotated[float, typer.Option(help="Meta-training seconds per method.")] = 120,
+    outer_lr: Annotated[
+        float, typer.Option(help="AdamW outer rate of maml, fomaml and meta-sgd.")
+    ] = 3e-4,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md coldstart-ml: every adaptation method at every K over the folds."""
@@ -364,6 +367,7 @@ def bench_coldstart_ml(
             policy=PolicyConfig(policy),
             pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
             meta=replace(cfg.meta, time_budget_s=meta_budget),
+            outer_lr=outer_lr,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

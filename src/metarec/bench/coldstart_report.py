@@ -218,6 +218,7 @@ def _settings(cfg) -> dict:
         "policy": cfg.policy.name,
         "inner_lr": cfg.inner_lr,
         "inner_steps": cfg.inner_steps,
+        "outer_lr": cfg.outer_lr,
         "finetune_steps": cfg.finetune_steps,
         "finetune_lrs": list(cfg.finetune_lrs),
         "pretrain_time_budget_s": cfg.pretrain.time_budget_s,
@@ -247,7 +248,9 @@ def _notes(cfg, runs, comparisons: list[Comparison]) -> list[str]:
     notes = [
         f"Meta-learners: {cfg.policy.name!r} fast parameters, {cfg.inner_steps} SGD inner steps "
         f"(lr {cfg.inner_lr:g}; Meta-SGD learns per-tensor rates from there), meta-trained on "
-        "tasks at every K >= 2, early-stopped on the validation users' tasks at every K >= 2 "
+        f"tasks at every K >= 2 (AdamW outer rate {cfg.outer_lr:g}; Reptile: interpolation "
+        f"step {cfg.learner_spec('reptile').config.step_size:g}), early-stopped on the "
+        "validation users' tasks at every K >= 2 "
         f"(meta-batch {cfg.meta.meta_batch_size}, budget {cfg.meta.time_budget_s} s).",
         f"Fine-tuning baselines: {cfg.finetune_steps} AdamW steps, learning rate chosen from "
         f"{list(cfg.finetune_lrs)} on the validation users at K={cfg.select_k}; chosen: "
