@@ -137,6 +137,13 @@ def pretrain(
     domain_tag: Annotated[
         bool, typer.Option(help="Several --data: prefix each item's text with its domain name.")
     ] = False,
+    domain_embedding: Annotated[
+        bool | None,
+        typer.Option(
+            "--domain-embedding/--no-domain-embedding",
+            help="Several --data: a learned vector per domain, added to its items' vectors.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
     ] = None,
@@ -175,7 +182,13 @@ def pretrain(
     from metarec.training.pretrain import prepare_next_item
     from metarec.training.workflow import pretrain_seqrec, write_pretrain_report
 
-    flags = {"item_repr": item_repr, "loss": loss, "id_init": id_init, "text_model": text_model}
+    flags = {
+        "item_repr": item_repr,
+        "loss": loss,
+        "id_init": id_init,
+        "text_model": text_model,
+        "domain_embedding": domain_embedding,
+    }
     train_flags = {
         "max_epochs": max_epochs,
         "batch_size": batch_size,

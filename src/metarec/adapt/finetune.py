@@ -9,6 +9,9 @@
   plus the item id embeddings when the model has them.
 - ``head``: the last transformer block and the final LayerNorm (the ``head`` policy's tensors).
 
+A model with domain vectors (``ModelSpec.domain_embedding``) trains its domain table under every
+strategy: one row per domain, and its items read only their own domain's row.
+
 ``prepare`` applies a strategy to a model in place and returns the names of the tensors that
 train; ``make_optimizer`` builds AdamW, Adagrad or SGD over them. LAMB is left out: no maintained
 package provides it for torch 2.13.
@@ -111,6 +114,8 @@ def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
         keep = set(_subset(model, config.strategy))
         for name, p in model.named_parameters():
             p.requires_grad_(name in keep)
+    if getattr(model.items, "domain_embedding", None) is not None:
+        model.items.domain_embedding.requires_grad_(True)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if not names:
         raise ConfigError(f"strategy {config.strategy!r} leaves no trainable parameter")

@@ -4,7 +4,9 @@ A new domain's items are known to the model only through their text (its id embe
 never trained). ``to_catalogue`` therefore keeps every weight of the user encoder and of the text
 adaptor and swaps the catalogue's text embeddings; the id part is either dropped (a text model:
 zero-shot and inductive) or started at zero (a hybrid model whose ids can be learned on the target,
-scoring exactly like the text model until they are).
+scoring exactly like the text model until they are). A model with domain vectors gets one more
+row for the new domain, started at the mean of the source domains' rows, and every new item
+belongs to it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from metarec.models.seqrec import SeqRec
 
 _ID_WEIGHT = "items.id_embedding.weight"
 _TEXT = "items.text_embeddings"
+_DOMAIN_WEIGHT = "items.domain_embedding.weight"
+_ITEM_DOMAIN = "items.item_domain"
 
 
 def to_catalogue(
@@ -48,12 +52,22 @@ def to_catalogue(
             "text model the base was pretrained with"
         )
     n = len(text_embeddings)
-    new_cfg = replace(cfg, n_items=n, item_repr="hybrid" if item_ids else "text")
+    new_domain = cfg.n_domains  # the index of the new domain's row, when there are domains
+    new_cfg = replace(
+        cfg,
+        n_items=n,
+        item_repr="hybrid" if item_ids else "text",
+        n_domains=cfg.n_domains + 1 if cfg.n_domains else 0,
+    )
     moved = SeqRec(new_cfg, text_embeddings.detach().float().cpu())
     state = {k: v for k, v in model.state_dict().items() if k not in (_ID_WEIGHT, _TEXT)}
     state[_TEXT] = moved.items.text_embeddings
     if item_ids:
         state[_ID_WEIGHT] = torch.zeros(n, cfg.dim)
+    if cfg.n_domains:
+        rows = state[_DOMAIN_WEIGHT]
+        state[_DOMAIN_WEIGHT] = torch.cat([rows, rows.mean(0, keepdim=True)])
+        state[_ITEM_DOMAIN] = torch.full((n,), new_domain, dtype=torch.long)
     moved.load_state_dict(state)
     if restart_adaptor:
         if cfg.text_hidden:

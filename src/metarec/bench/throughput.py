@@ -142,7 +142,7 @@ def scaling_point(ds: Dataset, spec: ModelSpec, text: TextFeatures, batch_size: 
     data = prepare_next_item(leave_one_out(ds), ds.n_users, ds.n_items, spec.max_len)
     prep = time.perf_counter() - start
     torch.manual_seed(0)
-    model = build_seqrec(spec, ds.n_items, text)
+    model = build_seqrec(spec, ds, text)
     optimizer = make_optimizer(model, TrainConfig(batch_size=batch_size))
     start = time.perf_counter()
     batches = seqrec_batches(data, batch_size)(0, np.random.default_rng(0))
@@ -179,7 +179,7 @@ def run_throughput(cfg: ThroughputConfig, log: Callable[[str], None] = print) ->
     )
     data = prepare_next_item(leave_one_out(ds), ds.n_users, ds.n_items, cfg.spec.max_len)
     torch.manual_seed(0)
-    model = build_seqrec(cfg.spec, ds.n_items, text)
+    model = build_seqrec(cfg.spec, ds, text)
     pre = pretrain_rate(model, data, cfg.batch_size, cfg.steps)
     share = pre["flops_per_s"] / peak
     log(

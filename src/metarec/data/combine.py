@@ -2,7 +2,8 @@
 
 Users and items of each dataset keep their raw ids behind a ``"<domain>:"`` prefix, so a movie
 and a product that share an id stay apart, and every row carries its domain index
-(``Interactions.domain``; names in ``Dataset.domains``). All items share one catalogue and hence
+(``Interactions.domain``; names in ``Dataset.domains``), as does every item
+(``ItemCatalog.domain``). All items share one catalogue and hence
 one text space: the text encoder embeds a film's title and an office product's description with
 the same model. ``domain_tag`` prefixes each item's text with its domain name as well, which gives
 a text-based model the domain as a token it can read, without any domain-specific parameter.
@@ -39,6 +40,7 @@ def combine_datasets(
     users: list[str] = []
     item_ids: list[str] = []
     texts: list[str] = []
+    item_domain: list[np.ndarray] = []
     parts: list[Interactions] = []
     rated = any(ds.interactions.rating is not None for ds in datasets)
     for ds in datasets:
@@ -59,13 +61,15 @@ def combine_datasets(
         )
         users += [f"{ds.name}{SEPARATOR}{u}" for u in ds.users]
         item_ids += [f"{ds.name}{SEPARATOR}{i}" for i in ds.items.ids]
+        own_items = ds.items.domain if ds.items.domain is not None else np.zeros(ds.n_items)
+        item_domain.append(own_items.astype(np.int64) + offset)
         texts += [f"{ds.name}: {t}" if domain_tag else t for t in ds.items.text]
     inter = _concat(parts, keep_split=all(ds.interactions.split is not None for ds in datasets))
     return Dataset(
         name=name or "+".join(names),
         interactions=in_time_order(inter),
         users=users,
-        items=ItemCatalog(ids=item_ids, text=texts),
+        items=ItemCatalog(ids=item_ids, text=texts, domain=np.concatenate(item_domain)),
         has_time=all(ds.has_time for ds in datasets),
         domains=tuple(domains),
         source=" + ".join(ds.source or ds.name for ds in datasets),

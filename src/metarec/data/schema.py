@@ -78,14 +78,20 @@ class Interactions:
 
 @dataclass(frozen=True, eq=False)
 class ItemCatalog:
-    """Items by index: raw id and text ('' where the source has none)."""
+    """Items by index: raw id and text ('' where the source has none); for a multi-domain
+    dataset, ``domain``: (N,) int64 each item's index into ``Dataset.domains``."""
 
     ids: list[str]
     text: list[str]
+    domain: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.text):
             raise DataError(f"item catalogue has {len(self.ids)} ids but {len(self.text)} texts")
+        if self.domain is not None and self.domain.shape != (len(self.ids),):
+            raise DataError(
+                f"item catalogue has {len(self.ids)} ids but {self.domain.shape} item domains"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)

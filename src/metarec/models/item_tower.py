@@ -1,4 +1,8 @@
-"""Item vectors from projected text embeddings, from id embeddings, or both (hybrid)."""
+"""Item vectors from projected text embeddings, from id embeddings, or both (hybrid), plus an
+optional learned vector per domain (``n_domains > 0``): each item's vector gains its domain's
+row, so that one catalogue holding several scenarios (films, office products, ...) can shift
+each scenario's items as a block. The rows start at zero: a model with domain vectors scores
+exactly like one without until they are trained."""
 
 from __future__ import annotations
 
@@ -22,8 +26,13 @@ class ItemTowerConfig:
     # "identity": a linear adaptor that starts as the identity map (dim == text_dim); "pca": one
     # that starts as the projection on the catalogue text's top-``dim`` principal directions
     text_init: str = "random"
+    n_domains: int = 0  # > 0: a learned vector per domain added to each of its items' vectors
 
     def __post_init__(self) -> None:
+        if isinstance(self.n_domains, bool) or not isinstance(self.n_domains, int):
+            raise ValueError(f"n_domains must be an integer, got {self.n_domains!r}")
+        if self.n_domains < 0:
+            raise ValueError(f"n_domains must be >= 0, got {self.n_domains}")
         if self.item_repr not in ITEM_REPRS:
             raise ValueError(f"item_repr must be one of {ITEM_REPRS}, got {self.item_repr!r}")
         if self.n_items < 1 or self.dim < 1:
@@ -52,7 +61,9 @@ class ItemTower(nn.Module):
     """Maps every catalogue item to a ``dim`` vector.
 
     Text embeddings are a frozen buffer (so they travel inside checkpoints); the projection
-    ("adaptor") and the optional id embedding are trained.
+    ("adaptor") and the optional id embedding are trained. With domains, ``item_domain`` (a
+    buffer: each item's domain index, all 0 until ``set_item_domains``) picks each item's row
+    of the trained ``domain_embedding``.
     """
 
     def __init__(self, config: ItemTowerConfig, text_embeddings: torch.Tensor | None = None):
@@ -74,6 +85,26 @@ class ItemTower(nn.Module):
         if config.item_repr in ("id", "hybrid"):
             self.id_embedding = nn.Embedding(config.n_items, config.dim)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
+        if config.n_domains:
+            self.domain_embedding = nn.Embedding(config.n_domains, config.dim)
+            nn.init.zeros_(self.domain_embedding.weight)
+            self.register_buffer("item_domain", torch.zeros(config.n_items, dtype=torch.long))
+
+    @torch.no_grad()
+    def set_item_domains(self, domains: torch.Tensor) -> None:
+        """Each item's domain index, (n_items,) integers in [0, n_domains)."""
+        n = self.config.n_domains
+        if not n:
+            raise ValueError("this item tower has no domain vectors (n_domains=0)")
+        domains = torch.as_tensor(domains)
+        if domains.shape != (self.config.n_items,) or domains.is_floating_point():
+            raise ValueError(
+                f"item domains must be ({self.config.n_items},) integers, got "
+                f"{tuple(domains.shape)} {domains.dtype}"
+            )
+        if len(domains) and (int(domains.min()) < 0 or int(domains.max()) >= n):
+            raise ValueError(f"item domains must lie in [0, {n}), got {int(domains.max())}")
+        self.item_domain.copy_(domains.to(self.item_domain.device))
 
     def all_items(self) -> torch.Tensor:
         """(N, D) vectors of the whole catalogue."""
@@ -90,6 +121,8 @@ class ItemTower(nn.Module):
                 keep = torch.rand(emb.shape[0], 1, device=emb.device) >= self.config.id_dropout
                 emb = emb * keep  # those items must be recognised from their text alone
             vec = emb if vec is None else vec + emb
+        if self.config.n_domains:
+            vec = vec + self.domain_embedding.weight[self.item_domain]
         return vec
 
 

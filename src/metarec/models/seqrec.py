@@ -36,6 +36,7 @@ class SeqRecConfig:
     loss: str = "ce"
     n_negatives: int = 1  # "bce": negatives per position; "sampled": per batch
     text_init: str = "random"  # "identity": item vectors start as the text embeddings
+    n_domains: int = 0  # > 0: a learned vector per domain added to its items' vectors
 
     def __post_init__(self) -> None:
         if self.n_heads < 1 or self.dim < 1:
@@ -59,6 +60,7 @@ class SeqRecConfig:
             self.text_hidden,
             self.id_dropout,
             self.text_init,
+            self.n_domains,
         )
 
     def to_dict(self) -> dict:
@@ -197,8 +199,9 @@ def with_new_items(model: SeqRec, text_embeddings: torch.Tensor) -> SeqRec:
 
     text_embeddings: (M, T) from the model's text encoder. The new items' id embeddings are zero
     (in a hybrid model, as for an item whose id was dropped in training), so their vectors come
-    from the text adaptor; every old item scores exactly as before. ValueError for an id-only
-    model, which cannot score an item it was not trained on.
+    from the text adaptor (and, with domain vectors, the catalogue's most common domain); every
+    old item scores exactly as before. ValueError for an id-only model, which cannot score an
+    item it was not trained on.
     """
     cfg = model.config
     if cfg.item_repr == "id":
@@ -217,5 +220,9 @@ def with_new_items(model: SeqRec, text_embeddings: torch.Tensor) -> SeqRec:
         ids = state["items.id_embedding.weight"]
         zeros = ids.new_zeros(len(text_embeddings), ids.shape[1])
         state["items.id_embedding.weight"] = torch.cat([ids, zeros])
+    if cfg.n_domains:  # new items join the catalogue's most common domain
+        domains = state["items.item_domain"]
+        common = torch.bincount(domains, minlength=cfg.n_domains).argmax()
+        state["items.item_domain"] = torch.cat([domains, common.repeat(len(text_embeddings))])
     grown.load_state_dict(state)
     return grown.to(old.device).train(model.training)

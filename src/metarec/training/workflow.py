@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from metarec.data.schema import Dataset
@@ -53,6 +54,9 @@ class ModelSpec:
     # "cooccurrence": id embeddings start from the training sequences' item co-occurrence
     # (training/cooccurrence.py) instead of random vectors; pretraining only
     id_init: str = "random"
+    # a learned vector per domain of a multi-domain dataset (zero at the start), added to each
+    # of its items' vectors; a new domain gets its own row when the model moves there
+    domain_embedding: bool = False
 
     def __post_init__(self) -> None:
         if self.id_init not in ID_INITS:
@@ -68,8 +72,12 @@ class ModelSpec:
         unused = {"id": {"text_init": "random"}, "text": {"id_init": "random"}}
         return replace(self, item_repr=item_repr, **unused.get(item_repr, {}))
 
-    def seqrec_config(self, n_items: int, text_dim: int) -> SeqRecConfig:
-        d = {k: v for k, v in asdict(self).items() if k not in ("text_model", "id_init")}
+    def seqrec_config(self, n_items: int, text_dim: int, n_domains: int = 1) -> SeqRecConfig:
+        """The model config; ``n_domains``: the dataset's domain count (used only with
+        ``domain_embedding``)."""
+        skip = ("text_model", "id_init", "domain_embedding")
+        d = {k: v for k, v in asdict(self).items() if k not in skip}
+        d["n_domains"] = max(1, n_domains) if self.domain_embedding else 0
         try:
             return SeqRecConfig(n_items=n_items, text_dim=text_dim, **d)
         except ValueError as e:
@@ -97,9 +105,25 @@ def item_text_features(dataset: Dataset, spec: ModelSpec, progress: bool = True)
     return TextFeatures(emb, info)
 
 
-def build_seqrec(spec: ModelSpec, n_items: int, text: TextFeatures) -> SeqRec:
+def build_seqrec(spec: ModelSpec, dataset: Dataset, text: TextFeatures) -> SeqRec:
     text_dim = 0 if text.embeddings is None else text.embeddings.shape[1]
-    return SeqRec(spec.seqrec_config(n_items, text_dim), text.embeddings)
+    n_domains = len(dataset.domains)
+    model = SeqRec(spec.seqrec_config(dataset.n_items, text_dim, n_domains), text.embeddings)
+    if spec.domain_embedding:
+        model.items.set_item_domains(torch.from_numpy(item_domains(dataset)))
+    return model
+
+
+def item_domains(dataset: Dataset) -> np.ndarray:
+    """(n_items,) each item's domain index: the catalogue's own (a combined dataset), else from
+    the rows it appears in (0 for a single-domain dataset, and for an item no row names)."""
+    if dataset.items.domain is not None:
+        return dataset.items.domain.astype(np.int64)
+    domains = np.zeros(dataset.n_items, dtype=np.int64)
+    inter = dataset.interactions
+    if inter.domain is not None:
+        domains[inter.item] = inter.domain
+    return domains
 
 
 def init_ids_from_cooccurrence(model: SeqRec, data: NextItemData, seed: int = 0) -> float:
@@ -205,7 +229,7 @@ def pretrain_seqrec(
     _prepare_out(out, resume, overwrite)
     text = text if text is not None else item_text_features(dataset, spec, config.progress)
     torch.manual_seed(config.seed)
-    model = build_seqrec(spec, dataset.n_items, text)
+    model = build_seqrec(spec, dataset, text)
     optimizer = make_optimizer(model, config)
     state, best = _resume(out, model, optimizer, dataset, config) if resume else (None, None)
     if state is None and spec.id_init == "cooccurrence":  # its cost counts as training time
