@@ -591,6 +591,9 @@ def bench_transfer_scientific(
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     strategy: Annotated[list[str] | None, typer.Option(help="Strategy; repeat.")] = None,
+    domain_embedding: Annotated[
+        bool, typer.Option(help="Pretrain with a learned vector per source domain.")
+    ] = False,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md transfer-scientific: zero-shot, few-shot and full target training."""
@@ -606,6 +609,7 @@ def bench_transfer_scientific(
         cfg,
         sources=tuple(source) if source else cfg.sources,
         strategies=tuple(strategy) if strategy else cfg.strategies,
+        spec=replace(cfg.spec, domain_embedding=domain_embedding),
     )
     if quick:
         cfg = transfer_quick_config(cfg)

@@ -203,7 +203,10 @@ def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> No
     """A model trained on the target alone: id-only SASRec or the text model from scratch."""
     cfg = run.cfg
     reset_peak_rss()
-    spec = cfg.spec.with_items("id" if name == "sasrec-id" else "text")
+    # one domain: a domain vector would shift every item alike
+    spec = replace(
+        cfg.spec.with_items("id" if name == "sasrec-id" else "text"), domain_embedding=False
+    )
     text = item_text_features(run.target, spec, progress=False)
     train = replace(cfg.finetune, lr=1e-3, seed=cfg.seed, progress=cfg.progress)
     res = pretrain_seqrec(run.target, data, spec, train, text=text)
