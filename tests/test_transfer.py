@@ -170,12 +170,16 @@ def test_pretrain_command_takes_several_datasets(domains, tmp_path, monkeypatch,
     out = tmp_path / "multi"
     code, _, err = run_cli(
         monkeypatch, capsys, "pretrain", "--data", domains[0], "--data", domains[1],
-        "--domain-tag", "--max-epochs", "1", "--item-repr", "text", "--out", str(out),
+        "--domain-tag", "--domain-embedding", "--max-epochs", "1", "--item-repr", "text",
+        "--out", str(out),
     )  # fmt: skip
     assert code == 0, err
     ckpt = load_checkpoint(out)
     a, b = load_dataset(domains[0]), load_dataset(domains[1])
     assert len(ckpt.items) == a.n_items + b.n_items
+    assert ckpt.model.config.n_domains == 2  # one learned row per domain, trained off zero
+    assert ckpt.model.items.item_domain.tolist() == [0] * a.n_items + [1] * b.n_items
+    assert ckpt.model.items.domain_embedding.weight.abs().sum() > 0
     assert ckpt.items[0] == f"films-a:{a.items.ids[0]}" and ckpt.items[-1].startswith("films-b:")
     text = json.loads((out / "item_text.json").read_text())["text"]
     assert text[0].startswith("films-a: ") and text[-1].startswith("films-b: ")
