@@ -144,6 +144,13 @@ def pretrain(
             help="Several --data: a learned vector per domain, added to its items' vectors.",
         ),
     ] = None,
+    last_item_gate: Annotated[
+        bool | None,
+        typer.Option(
+            "--last-item-gate/--no-last-item-gate",
+            help="A learned scalar adding that much of the last item's vector to the user's.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
     ] = None,
@@ -188,6 +195,7 @@ def pretrain(
         "id_init": id_init,
         "text_model": text_model,
         "domain_embedding": domain_embedding,
+        "last_item_gate": last_item_gate,
     }
     train_flags = {
         "max_epochs": max_epochs,
@@ -534,6 +542,13 @@ def finetune(
             help="New domain: start the text adaptor at the target text's principal axes."
         ),
     ] = False,
+    last_item_gate: Annotated[
+        bool,
+        typer.Option(
+            help="Add a learned scalar (from 0) that mixes the last item's vector into the "
+            "user's; trained under every strategy."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Adapt a pretrained model to a target dataset (a new domain or new behaviour)."""
@@ -551,6 +566,7 @@ def finetune(
             restart_adaptor=restart_adaptor,
             id_rank=id_rank,
             id_init=id_init,
+            last_item_gate=last_item_gate,
         )
         train = TrainConfig(
             batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,

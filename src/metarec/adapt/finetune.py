@@ -28,7 +28,7 @@ from torch import nn
 from metarec.adapt.adapters import attach_adapters
 from metarec.adapt.policies import LoraPolicy, PolicyConfig, make_policy
 from metarec.errors import ConfigError
-from metarec.models.seqrec import SeqRec
+from metarec.models.seqrec import GATE_LR, SeqRec, add_last_item_gate
 
 STRATEGIES = ("full", "lora", "adapter", "adaptor", "head")
 ID_STARTS = ("zero", "cooccurrence")
@@ -65,6 +65,11 @@ class FinetuneConfig:
     # target's own training sequences (training/cooccurrence.py; no gradient, so under LoRA the
     # table stays frozen at it and costs no trainable parameter)
     id_init: str = "zero"
+    # a learned scalar, trainable under every strategy, that adds that much of the last item's
+    # vector to the user vector (models.seqrec.add_last_item_gate); it has its own AdamW rate,
+    # since it has to travel from 0 to values of order 1 within a few epochs
+    last_item_gate: bool = False
+    gate_lr: float = GATE_LR
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -92,6 +97,8 @@ class FinetuneConfig:
             raise ValueError(f"lora_targets must be a non-empty tuple, got {self.lora_targets!r}")
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not self.gate_lr > 0:
+            raise ValueError(f"gate_lr must be > 0, got {self.gate_lr}")
 
     @property
     def uses_item_ids(self) -> bool:
@@ -116,6 +123,10 @@ def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
             p.requires_grad_(name in keep)
     if getattr(model.items, "domain_embedding", None) is not None:
         model.items.domain_embedding.requires_grad_(True)
+    if config.last_item_gate:
+        add_last_item_gate(model)
+    if model.config.last_item_gate:
+        model.last_item_gate.requires_grad_(True)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if not names:
         raise ConfigError(f"strategy {config.strategy!r} leaves no trainable parameter")
@@ -210,12 +221,16 @@ def _added(model: nn.Module) -> int:
 def make_optimizer(
     model: nn.Module, config: FinetuneConfig, lr: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """The chosen optimizer over the trainable tensors; no weight decay on 1-d tensors."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    """The chosen optimizer over the trainable tensors; no weight decay on 1-d tensors, and the
+    last-item gate at ``config.gate_lr``."""
+    gate = getattr(model, "last_item_gate", None)
+    trainable = [p for p in model.parameters() if p.requires_grad and p is not gate]
     groups = [
         {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if gate is not None and gate.requires_grad:
+        groups.append({"params": [gate], "weight_decay": 0.0, "lr": config.gate_lr})
     groups = [g for g in groups if g["params"]]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr)

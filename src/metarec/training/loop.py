@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metarec.models.seqrec import GATE_LR
 from metarec.training.devices import check_device_name, resolve_device
 from metarec.training.seeding import epoch_rng
 
@@ -110,13 +111,16 @@ Validate = Callable[[nn.Module], float]
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and embeddings-free 1-d parameters."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    """AdamW; no weight decay on biases, norms and embeddings-free 1-d parameters; a last-item
+    gate (SeqRecConfig.last_item_gate) at its own rate, GATE_LR."""
+    gate = getattr(model, "last_item_gate", None)
+    params = [p for p in model.parameters() if p.requires_grad and p is not gate]
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if isinstance(gate, nn.Parameter) and gate.requires_grad:
+        groups.append({"params": [gate], "weight_decay": 0.0, "lr": GATE_LR})
     return torch.optim.AdamW(groups, lr=config.lr)
 
 

@@ -57,6 +57,9 @@ class ModelSpec:
     # a learned vector per domain of a multi-domain dataset (zero at the start), added to each
     # of its items' vectors; a new domain gets its own row when the model moves there
     domain_embedding: bool = False
+    # a learned scalar adding that much of the last item's vector to the user vector
+    # (SeqRecConfig.last_item_gate)
+    last_item_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.id_init not in ID_INITS:
