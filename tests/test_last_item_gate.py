@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarec.adapt.adapter_io import Adapter, load_adapter, save_adapter
 from metarec.adapt.finetune import (
     STRATEGIES,
     FinetuneConfig,
@@ -23,6 +22,7 @@ from metarec.training.checkpoint import Checkpoint, load_checkpoint, save_checkp
 from metarec.training.loop import TrainConfig
 from metarec.training.loop import make_optimizer as train_optimizer
 from metarec.training.workflow import ModelSpec
+from test_finetune import _reload
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 
 N, TEXT = 20, 8
@@ -102,20 +102,12 @@ def test_checkpoints_adapters_and_merged_lora_keep_the_gate(tmp_path):
                 p.normal_(std=0.3)
     batch = _batch(n=10)
     tuned = moved.eval().score(batch)
-    items = [f"n{i}" for i in range(10)]
-    out = save_adapter(
-        tmp_path / "ad",
-        Adapter(moved, config, ["v"], items),
-        names,
-        load_checkpoint(base_path),
-        True,
-    )
-    loaded = load_adapter(out)
-    assert loaded.model.last_item_gate.item() == pytest.approx(1.7)
-    assert torch.allclose(loaded.model.score(batch), tuned, atol=1e-5)
+    loaded = _reload(tmp_path, moved, config, names, base_path)  # adapter on the base
+    assert loaded.last_item_gate.item() == pytest.approx(1.7)
+    assert torch.allclose(loaded.score(batch), tuned, atol=1e-5)
     merged = merge_lora(moved)
     assert merged.config.last_item_gate and torch.allclose(merged.score(batch), tuned, atol=1e-4)
-    ckpt = Checkpoint(merged, "seqrec", ["v"], items, {})
+    ckpt = Checkpoint(merged, "seqrec", ["v"], [f"n{i}" for i in range(10)], {})
     reloaded = load_checkpoint(save_checkpoint(tmp_path / "merged", ckpt)).model
     assert torch.allclose(reloaded.score(batch), tuned, atol=1e-4)
 
