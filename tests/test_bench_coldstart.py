@@ -137,7 +137,10 @@ def test_coldstart_runner_writes_every_method_and_k(small_dataset, tmp_path, mon
         theirs = rows[(c.baseline, c.k)]["metrics"]["NDCG@10"]["mean"]
         assert c.diff == pytest.approx(mine - theirs, abs=1e-9)
         assert c.n_folds == 2 and c.verdict in ("better", "worse", "not distinguishable")
+        assert len(c.per_fold) == 2 and c.diff == pytest.approx(sum(c.per_fold) / 2, abs=1e-9)
     assert {c.baseline for c in res["comparisons"]} == {"no-adapt", "finetune-all"}
+    stored = {(c["method"], c["baseline"], c["K"]): c["per_fold"] for c in doc["comparisons"]}
+    assert stored == {(c.method, c.baseline, c.k): list(c.per_fold) for c in res["comparisons"]}
     report = res["report"].read_text()
     assert "ndcg_by_k.png" in report and (tmp_path / "out" / "ndcg_by_k.png").stat().st_size > 0
     assert "maml vs no-adapt at K=3" in report

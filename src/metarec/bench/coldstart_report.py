@@ -32,6 +32,7 @@ class Comparison:
     diff: float  # mean over folds of method - baseline (NDCG@10)
     ci95: tuple[float, float]
     n_folds: int
+    per_fold: tuple[float, ...] = ()  # the differences, in fold order
 
     @property
     def verdict(self) -> str:
@@ -78,7 +79,8 @@ def compare(cfg, runs) -> list[Comparison]:
                     for r in runs
                 ]
                 mean, ci = mean_ci95(diffs)
-                out.append(Comparison(method, baseline, k, mean, ci, len(diffs)))
+                per_fold = tuple(float(d) for d in diffs)
+                out.append(Comparison(method, baseline, k, mean, ci, len(diffs), per_fold))
     return out
 
 
@@ -102,6 +104,7 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
                 "baseline": c.baseline,
                 "K": c.k,
                 "NDCG@10_diff": {"mean": c.diff, "ci95": list(c.ci95)},
+                "per_fold": list(c.per_fold),
                 "verdict": c.verdict,
             }
             for c in comparisons
