@@ -74,8 +74,9 @@ class TransferConfig:
         }
     )
     # every fine-tuned variant and both baselines get a learned last-item gate (on Scientific,
-    # one thread, NDCG@10: LoRA 0.0766 -> 0.0790 with all users, full 0.0876 -> 0.0877; with
-    # 10% of the users full 0.0615 -> 0.0632 and the target-only text model 0.0613 -> 0.0640)
+    # one thread, NDCG@10: LoRA 0.0766 -> 0.0790 and 0.0743 in two runs, full 0.0876 -> 0.0877
+    # with all users; with 10% of them full 0.0615 -> 0.0632 and the target-only text model
+    # 0.0613 -> 0.0640: within the spread of single runs; kept for both sides alike)
     last_item_gate: bool = True
     meta_init: bool = True
     baselines: tuple[str, ...] = BASELINES
