@@ -29,6 +29,7 @@ from metarec.adapt.adapters import attach_adapters
 from metarec.adapt.policies import LoraPolicy, PolicyConfig, make_policy
 from metarec.errors import ConfigError
 from metarec.models.seqrec import GATE_LR, SeqRec, add_last_item_gate
+from metarec.training.loop import param_groups
 
 STRATEGIES = ("full", "lora", "adapter", "adaptor", "head")
 ID_STARTS = ("zero", "cooccurrence")
@@ -221,17 +222,9 @@ def _added(model: nn.Module) -> int:
 def make_optimizer(
     model: nn.Module, config: FinetuneConfig, lr: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """The chosen optimizer over the trainable tensors; no weight decay on 1-d tensors, and the
-    last-item gate at ``config.gate_lr``."""
-    gate = getattr(model, "last_item_gate", None)
-    trainable = [p for p in model.parameters() if p.requires_grad and p is not gate]
-    groups = [
-        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    if gate is not None and gate.requires_grad:
-        groups.append({"params": [gate], "weight_decay": 0.0, "lr": config.gate_lr})
-    groups = [g for g in groups if g["params"]]
+    """The chosen optimizer over the trainable tensors, grouped by ``training.loop.param_groups``
+    (no weight decay on 1-d tensors; the last-item gate at ``config.gate_lr``)."""
+    groups = param_groups(model, weight_decay, config.gate_lr)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if config.optimizer == "adagrad":

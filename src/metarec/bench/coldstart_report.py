@@ -31,8 +31,11 @@ class Comparison:
     k: int
     diff: float  # mean over folds of method - baseline (NDCG@10)
     ci95: tuple[float, float]
-    n_folds: int
-    per_fold: tuple[float, ...] = ()  # the differences, in fold order
+    per_fold: tuple[float, ...]  # the differences, in fold order
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.per_fold)
 
     @property
     def verdict(self) -> str:
@@ -79,8 +82,7 @@ def compare(cfg, runs) -> list[Comparison]:
                     for r in runs
                 ]
                 mean, ci = mean_ci95(diffs)
-                per_fold = tuple(float(d) for d in diffs)
-                out.append(Comparison(method, baseline, k, mean, ci, len(diffs), per_fold))
+                out.append(Comparison(method, baseline, k, mean, ci, tuple(map(float, diffs))))
     return out
 
 

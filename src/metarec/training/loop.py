@@ -110,18 +110,24 @@ BatchFactory = Callable[[int, np.random.Generator], Iterable]
 Validate = Callable[[nn.Module], float]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and embeddings-free 1-d parameters; a last-item
-    gate (SeqRecConfig.last_item_gate) at its own rate, GATE_LR."""
+def param_groups(model: nn.Module, weight_decay: float, gate_lr: float = GATE_LR) -> list[dict]:
+    """Optimizer groups over the trainable tensors: weight decay on matrices only (not on
+    biases, norms or other 1-d tensors), and a last-item gate (SeqRecConfig.last_item_gate) at
+    its own rate ``gate_lr``, without decay. Empty groups are left out."""
     gate = getattr(model, "last_item_gate", None)
     params = [p for p in model.parameters() if p.requires_grad and p is not gate]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     if isinstance(gate, nn.Parameter) and gate.requires_grad:
-        groups.append({"params": [gate], "weight_decay": 0.0, "lr": GATE_LR})
-    return torch.optim.AdamW(groups, lr=config.lr)
+        groups.append({"params": [gate], "weight_decay": 0.0, "lr": gate_lr})
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over ``param_groups``."""
+    return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
 
 
 def train_epoch(
