@@ -71,12 +71,16 @@ def test_finetune_command_writes_an_adapter_and_a_merged_model(
     out = tmp_path / "lora"
     args = ["finetune", "--base", str(base), "--data", domains[2], "--strategy", "lora"]
     code, stdout, err = run_cli(
-        monkeypatch, capsys, *args, "--out", str(out), "--max-epochs", "2", "--merge"
-    )
+        monkeypatch, capsys, *args, "--out", str(out), "--max-epochs", "2", "--merge",
+        "--text-fusion",
+    )  # fmt: skip
     assert code == 0, err
     assert "before" in stdout and "after" in stdout and "report:" in stdout
     assert "KiB on disk" in stdout
     adapter = load_adapter(out)
+    weight = adapter.model.text_fusion_weight.item()
+    assert f"text fusion: weight {weight:g} (picked on validation)" in stdout
+    assert adapter.meta["text_fusion"]["weight"] == weight
     merged = load_checkpoint(out / "merged")
     target = load_dataset(domains[2])
     assert merged.items == target.items.ids == adapter.items
@@ -156,10 +160,17 @@ def test_transfer_runner_quick_writes_every_row(domains, tmp_path):
     full = next(r for r in doc["results"] if r["method"] == "finetune-all")
     assert lora["cost"]["trainable_params"] < full["cost"]["trainable_params"]
     assert lora["cost"]["adapter_bytes"] < 4 * full["cost"]["trainable_params"]
+    # every fine-tuned row and the target-only text model carry their validated fusion weight;
+    # the id-only SASRec has no text to fuse
+    for r in doc["results"]:
+        fused = r["method"] not in ("zero-shot", "text-similarity", "sasrec-id")
+        assert ("text_fusion_weight" in r["setting"]) == fused, r["method"]
+        assert r["setting"].get("text_fusion_weight", 0.0) >= 0.0
     similar = next(r for r in doc["results"] if r["method"] == "text-similarity")
     assert similar["metrics"]["Recall@50"] > 0  # the text of this data carries signal
     report = res["report"].read_text()
     assert "No training: text-similarity" in report
+    assert "Text-fusion weights picked on validation" in report
     assert "before (zero-shot)" in report and "ndcg_by_fraction.png" in report
     assert (cfg.out / "ndcg_by_fraction.png").stat().st_size > 0
     assert any("meta-learned initialisation" in line for line in logs)
@@ -183,3 +194,26 @@ def test_pretrain_command_takes_several_datasets(domains, tmp_path, monkeypatch,
     assert ckpt.items[0] == f"films-a:{a.items.ids[0]}" and ckpt.items[-1].startswith("films-b:")
     text = json.loads((out / "item_text.json").read_text())["text"]
     assert text[0].startswith("films-a: ") and text[-1].startswith("films-b: ")
+
+
+def test_verdicts_compare_the_best_transferred_model_with_the_target_only_text_model():
+    from metarec.bench.transfer_report import verdicts
+    from metarec.evaluation.report import ResultRow
+
+    def row(method, fraction, ndcg, **setting):
+        metrics = {"NDCG@10": ndcg, "Recall@10": 2 * ndcg}
+        return ResultRow(method, {"fraction": fraction, **setting}, metrics, {})
+
+    rows = [
+        row("finetune-all", 0.1, 0.070, text_fusion_weight=8.0),
+        row("lora", 0.1, 0.050, text_fusion_weight=2.0),
+        row("sasrec-id", 0.1, 0.090),  # target only: not a transferred model
+        row("text-only", 0.1, 0.065, text_fusion_weight=0.0),
+    ]
+    lines = verdicts(rows)
+    tenth = next(line for line in lines if line.startswith("10% of target users"))
+    assert "finetune-all NDCG@10 0.0700" in tenth and "0.0650" in tenth
+    assert tenth.endswith(": above")
+    assert "finetune-all 0.1: 8, lora 0.1: 2, text-only 0.1: 0" in lines[-1]
+    rows[-1] = row("text-only", 0.1, 0.075)
+    assert any(line.endswith("not above") for line in verdicts(rows))

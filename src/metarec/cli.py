@@ -151,6 +151,14 @@ def pretrain(
             help="A learned scalar adding that much of the last item's vector to the user's.",
         ),
     ] = None,
+    text_fusion: Annotated[
+        bool | None,
+        typer.Option(
+            "--text-fusion/--no-text-fusion",
+            help="Add the last item's raw text similarity to the scores, at a weight picked "
+            "on validation after training.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
     ] = None,
@@ -196,6 +204,7 @@ def pretrain(
         "text_model": text_model,
         "domain_embedding": domain_embedding,
         "last_item_gate": last_item_gate,
+        "text_fusion": text_fusion,
     }
     train_flags = {
         "max_epochs": max_epochs,
@@ -549,6 +558,13 @@ def finetune(
             "user's; trained under every strategy."
         ),
     ] = False,
+    text_fusion: Annotated[
+        bool,
+        typer.Option(
+            help="Add the last item's raw text similarity to the scores, at a weight picked "
+            "on the validation rows after training."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Adapt a pretrained model to a target dataset (a new domain or new behaviour)."""
@@ -567,6 +583,7 @@ def finetune(
             id_rank=id_rank,
             id_init=id_init,
             last_item_gate=last_item_gate,
+            text_fusion=text_fusion,
         )
         train = TrainConfig(
             batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,
@@ -582,6 +599,8 @@ def finetune(
     report = write_finetune_report(res, target, config, fraction, out)
     for name, metrics in (("before", res.before), ("after", res.after)):
         typer.echo(f"{name:7s}" + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if res.fusion is not None:
+        typer.echo(f"text fusion: weight {res.fusion.weight:g} (picked on validation)")
     size = res.params.get("adapter_bytes")
     typer.echo(
         f"trained {res.params['trainable']:,} of {res.params['total']:,} parameters "

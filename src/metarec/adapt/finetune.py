@@ -28,12 +28,13 @@ from torch import nn
 from metarec.adapt.adapters import attach_adapters
 from metarec.adapt.policies import LoraPolicy, PolicyConfig, make_policy
 from metarec.errors import ConfigError
-from metarec.models.seqrec import GATE_LR, SeqRec, add_last_item_gate
+from metarec.models.seqrec import GATE_LR, SeqRec, add_last_item_gate, add_text_fusion
 from metarec.training.loop import param_groups
 
 STRATEGIES = ("full", "lora", "adapter", "adaptor", "head")
 ID_STARTS = ("zero", "cooccurrence")
 _ID_TABLE = "items.id_embedding"
+FUSION_WEIGHT = "text_fusion_weight"  # a buffer: fitted after training, not trained
 OPTIMIZERS = ("adamw", "adagrad", "sgd")
 # fnmatch patterns over module names (as the ``lora`` policy's targets); only nn.Linear is wrapped
 LORA_TARGETS = (
@@ -71,6 +72,9 @@ class FinetuneConfig:
     # since it has to travel from 0 to values of order 1 within a few epochs
     last_item_gate: bool = False
     gate_lr: float = GATE_LR
+    # fuse the scores with the raw text similarity of the last item, at a weight picked on the
+    # validation rows after training (models.seqrec.add_text_fusion, training.fusion)
+    text_fusion: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -128,6 +132,11 @@ def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
         add_last_item_gate(model)
     if model.config.last_item_gate:
         model.last_item_gate.requires_grad_(True)
+    if config.text_fusion:
+        try:
+            add_text_fusion(model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if not names:
         raise ConfigError(f"strategy {config.strategy!r} leaves no trainable parameter")
@@ -135,9 +144,11 @@ def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
 
 
 def stored_tensors(model: nn.Module, config: FinetuneConfig, trainable: list[str]) -> list[str]:
-    """What an adapter checkpoint holds: the trained tensors, plus the id table when it started
-    from the target's data (``id_init`` not "zero") and stayed frozen: the base cannot
-    reproduce it."""
+    """What an adapter checkpoint holds: the trained tensors, the fitted text-fusion weight when
+    the model has one, plus the id table when it started from the target's data (``id_init``
+    not "zero") and stayed frozen: the base cannot reproduce it."""
+    fitted = [FUSION_WEIGHT] if getattr(model.config, "text_fusion", False) else []
+    trainable = [*trainable, *fitted]
     if config.id_init == "zero":
         return list(trainable)
     table = [  # the plain table, or the base layer LoRA wraps

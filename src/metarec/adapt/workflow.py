@@ -33,6 +33,7 @@ from metarec.training.checkpoint import (
     save_checkpoint,
     write_item_text,
 )
+from metarec.training.fusion import FusionFit, fit_text_fusion
 from metarec.training.loop import TrainConfig, TrainState
 from metarec.training.pretrain import NextItemData, prepare_next_item, train_seqrec
 from metarec.training.workflow import init_ids_from_cooccurrence
@@ -102,6 +103,7 @@ class FinetuneResult:
     after: dict[str, float]
     params: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    fusion: FusionFit | None = None  # the fitted text-fusion weight, with text_fusion
 
 
 def finetune(
@@ -112,7 +114,8 @@ def finetune(
 ) -> FinetuneResult:
     """Apply ``config.strategy`` to ``model`` (in place) and train it on ``data``, selecting the
     epoch by validation NDCG@10 (the untrained start is epoch 0, kept when no epoch beats it);
-    test figures before and after."""
+    with ``config.text_fusion``, then fit the fusion weight on the validation rows. Test figures
+    before and after."""
     start = time.perf_counter()
     state = TrainState()
     if config.id_init == "cooccurrence":  # before LoRA wraps the table; counts as training time
@@ -132,10 +135,11 @@ def finetune(
         desc=f"fine-tuning ({config.strategy})",
     )
     model.load_state_dict(best)
+    fusion = fit_text_fusion(model, data.valid, data.n_items) if config.text_fusion else None
     after = evaluate(model, data)
     params = {"trainable": n_train, "total": n_total, "fraction": n_train / n_total}
     return FinetuneResult(
-        model, trainable, state, before, after, params, time.perf_counter() - start
+        model, trainable, state, before, after, params, time.perf_counter() - start, fusion
     )
 
 
@@ -174,6 +178,7 @@ def finetune_checkpoint(
         "train_config": train.to_dict(),
         "train_state": res.state.to_dict(),
         "metrics": {"before": res.before, "after": res.after},
+        "text_fusion": None if res.fusion is None else res.fusion.to_dict(),
         "model_spec": base.meta.get("model_spec"),
     }
     files: dict[str, Path] = {}

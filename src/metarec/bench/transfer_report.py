@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from metarec.adapt.workflow import METRICS
+from metarec.bench.transfer_scientific import BASELINES
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
 from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
 
@@ -66,6 +67,24 @@ def verdicts(rows: list[ResultRow]) -> list[str]:
                 f"LoRA: {share:.2%} of the parameters trained, {ratio:.1%} of full fine-tuning's "
                 "NDCG@10 (bar: at most 5%, at least 95%)"
             )
+    tenth = [r for r in rows if r.setting.get("fraction") == 0.1]
+    moved = [r for r in tenth if r.method not in BASELINES]
+    alone = {r.method: r for r in tenth}.get("text-only")
+    if moved and alone is not None:
+        best = max(moved, key=lambda r: r.metrics["NDCG@10"])
+        above = best.metrics["NDCG@10"] > alone.metrics["NDCG@10"]
+        out.append(
+            f"10% of target users: best transferred {best.method} NDCG@10 "
+            f"{best.metrics['NDCG@10']:.4f} vs the text model trained on the target alone "
+            f"{alone.metrics['NDCG@10']:.4f}: " + ("above" if above else "not above")
+        )
+    fused = [r for r in rows if "text_fusion_weight" in r.setting]
+    if fused:
+        weights = ", ".join(
+            f"{r.method} {r.setting['fraction']:g}: {r.setting['text_fusion_weight']:g}"
+            for r in fused
+        )
+        out.append(f"Text-fusion weights picked on validation: {weights}")
     return out
 
 

@@ -78,6 +78,10 @@ class TransferConfig:
     # with all users; with 10% of them full 0.0615 -> 0.0632 and the target-only text model
     # 0.0613 -> 0.0640: within the spread of single runs; kept for both sides alike)
     last_item_gate: bool = True
+    # every fine-tuned variant and the target-only text model fuse their scores with the last
+    # item's raw text similarity, at a weight picked on their own validation rows (training.
+    # fusion); the id-only SASRec has no text to fuse
+    text_fusion: bool = True
     meta_init: bool = True
     baselines: tuple[str, ...] = BASELINES
     # The source model reads items through their text only (the part that transfers), with a
@@ -104,6 +108,7 @@ class TransferConfig:
             strategy=strategy,
             restart_adaptor=self.restart_adaptor,
             last_item_gate=self.last_item_gate,
+            text_fusion=self.text_fusion,
             **self.options.get(strategy, {}),
         )
 
@@ -182,13 +187,18 @@ def run_strategy(
         "adapter_bytes": adapter_size_bytes(folder),
         "peak_rss_mb": peak_rss_mb(),
     }
-    run.rows.append(_row(method, fraction, res.after, cost, strategy=strategy))
-    run.validated[(fraction, strategy)] = res.state.best_metric
+    fused = {} if res.fusion is None else {"text_fusion_weight": res.fusion.weight}
+    run.rows.append(_row(method, fraction, res.after, cost, strategy=strategy, **fused))
+    run.validated[(fraction, strategy)] = (
+        res.state.best_metric if res.fusion is None else res.fusion.valid[res.fusion.weight]
+    )
     run.curves[f"{method} {fraction:g}"] = res.state.curve
     run.log(
         f"{method} at {fraction:g}: NDCG@10 {res.before['NDCG@10']:.4f} -> "
         f"{res.after['NDCG@10']:.4f} ({res.params['trainable']:,} trainable, "
-        f"{res.state.train_seconds:.0f} s)"
+        f"{res.state.train_seconds:.0f} s"
+        + ("" if res.fusion is None else f", text fusion {res.fusion.weight:g}")
+        + ")"
     )
 
 
@@ -220,14 +230,19 @@ def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> No
         cfg.spec.with_items("id" if name == "sasrec-id" else "text"),
         domain_embedding=False,
         last_item_gate=cfg.last_item_gate,
+        text_fusion=cfg.text_fusion and name != "sasrec-id",
     )
     text = item_text_features(run.target, spec, progress=False)
     train = replace(cfg.finetune, lr=1e-3, seed=cfg.seed, progress=cfg.progress)
     res = pretrain_seqrec(run.target, data, spec, train, text=text)
     cost = {**res.state.cost(), "peak_rss_mb": peak_rss_mb()}
-    run.rows.append(_row(name, fraction, evaluate(res.model, data), cost))
+    fused = {} if res.fusion is None else {"text_fusion_weight": res.fusion.weight}
+    run.rows.append(_row(name, fraction, evaluate(res.model, data), cost, **fused))
     run.curves[f"{name} {fraction:g}"] = res.state.curve
-    run.log(f"{name} at {fraction:g}: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}")
+    run.log(
+        f"{name} at {fraction:g}: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}"
+        + ("" if res.fusion is None else f" (text fusion {res.fusion.weight:g})")
+    )
 
 
 def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dict:

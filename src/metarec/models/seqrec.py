@@ -44,6 +44,11 @@ class SeqRecConfig:
     # output, so the model can learn how much the next item resembles the last one (on Amazon
     # data the text similarity to the last item alone is a strong ranker)
     last_item_gate: bool = False
+    # a fixed weight w (a buffer, 0 until ``training.fusion.fit_text_fusion`` sets it on
+    # validation data) adds w x the cosine between the last item's and each candidate's raw text
+    # embeddings to the scores: the untrained text similarity, which ranks well on catalogues
+    # where the next item reads like the last one, fused with what the model learned
+    text_fusion: bool = False
 
     def __post_init__(self) -> None:
         if self.n_heads < 1 or self.dim < 1:
@@ -57,6 +62,8 @@ class SeqRecConfig:
         if self.max_len < 1 or self.n_layers < 1 or self.n_negatives < 1:
             raise ValueError("max_len, n_layers and n_negatives must be positive")
         self.tower_config()  # validates item_repr / text_dim
+        if self.text_fusion and self.item_repr == "id":
+            raise ValueError("text_fusion needs item text (item_repr 'text' or 'hybrid'), got 'id'")
 
     def tower_config(self) -> ItemTowerConfig:
         return ItemTowerConfig(
@@ -125,6 +132,8 @@ class SeqRec(nn.Module):
         nn.init.normal_(self.position.weight, std=0.02)
         if config.last_item_gate:
             self.last_item_gate = nn.Parameter(torch.zeros(()))
+        if config.text_fusion:
+            self.register_buffer("text_fusion_weight", torch.zeros(()))
 
     def encode(self, items: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """(B, L) item indices -> (B, L, D) hidden states; position t sees items[:, :t+1]."""
@@ -163,9 +172,26 @@ class SeqRec(nn.Module):
             item_vectors = self.items.all_items()  # (N, D)
         user = self.user_vectors(batch, item_vectors)  # (B, D)
         if items is None:
-            return user @ item_vectors.T
-        cand = item_vectors[items]  # (M, D) or (B, M, D)
-        return user @ cand.T if cand.dim() == 2 else torch.einsum("bd,bmd->bm", user, cand)
+            scores = user @ item_vectors.T
+        else:
+            cand = item_vectors[items]  # (M, D) or (B, M, D)
+            scores = user @ cand.T if cand.dim() == 2 else torch.einsum("bd,bmd->bm", user, cand)
+        if self.config.text_fusion:
+            scores = scores + self.text_fusion_weight * self.last_item_text_similarity(batch, items)
+        return scores
+
+    def last_item_text_similarity(
+        self, batch: SeqBatch, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cosine between the raw text embeddings of each row's last history item and of the
+        catalogue (B, N), or of ``items`` (M,) / (B, M); 0 for a row with an empty history."""
+        unit = F.normalize(self.items.text_embeddings, dim=1)  # (N, T)
+        last = batch.items[:, -1]
+        query = unit[last.clamp(min=0)] * (last != PAD).unsqueeze(-1)  # (B, T)
+        if items is None:
+            return query @ unit.T
+        cand = unit[items]
+        return query @ cand.T if cand.dim() == 2 else torch.einsum("bt,bmt->bm", query, cand)
 
     def loss(self, batch: SeqBatch, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item loss at every position with a target (``item_vectors`` as in ``score``)."""
@@ -213,6 +239,17 @@ def add_last_item_gate(model: SeqRec) -> SeqRec:
         model.config = replace(model.config, last_item_gate=True)
         device = model.norm.weight.device
         model.last_item_gate = nn.Parameter(torch.zeros((), device=device))
+    return model
+
+
+def add_text_fusion(model: SeqRec) -> SeqRec:
+    """Give ``model`` (in place) a text-fusion weight at 0, if it has none: its scores are
+    unchanged until the weight is fitted (``training.fusion.fit_text_fusion``). Returns
+    ``model``."""
+    if not model.config.text_fusion:
+        model.config = replace(model.config, text_fusion=True)  # validates: needs item text
+        device = model.norm.weight.device
+        model.register_buffer("text_fusion_weight", torch.zeros((), device=device))
     return model
 
 

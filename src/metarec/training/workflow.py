@@ -28,6 +28,7 @@ from metarec.training.checkpoint import (
     write_item_text,
 )
 from metarec.training.cooccurrence import cooccurrence_embeddings
+from metarec.training.fusion import FusionFit, fit_text_fusion
 from metarec.training.loop import TrainConfig, TrainState, make_optimizer
 from metarec.training.pretrain import NextItemData, train_seqrec
 from metarec.training.resume import has_resume_state, load_resume_state, save_resume_state
@@ -60,6 +61,9 @@ class ModelSpec:
     # a learned scalar adding that much of the last item's vector to the user vector
     # (SeqRecConfig.last_item_gate)
     last_item_gate: bool = False
+    # fuse the scores with the raw text similarity of the last item, at a weight picked on
+    # validation after training (SeqRecConfig.text_fusion, training.fusion)
+    text_fusion: bool = False
 
     def __post_init__(self) -> None:
         if self.id_init not in ID_INITS:
@@ -150,6 +154,7 @@ class PretrainResult:
     valid: dict[str, float]
     test: dict[str, float]
     checkpoint: Path | None = None
+    fusion: FusionFit | None = None  # the fitted text-fusion weight, with spec.text_fusion
 
 
 def _checkpoint(model, dataset, spec, config, state, text, metrics) -> Checkpoint:
@@ -258,13 +263,16 @@ def pretrain_seqrec(
         desc=f"pretraining {spec.item_repr}",
     )
     model.load_state_dict(best)
+    fusion = fit_text_fusion(model, data.valid, data.n_items) if spec.text_fusion else None
     valid = evaluate_next_item(model, data.valid, data.n_items)
     test = evaluate_next_item(model, data.test, data.n_items)
     path = None
     if out is not None:
         metrics = {"valid": valid, "test": test}
+        if fusion is not None:
+            metrics["text_fusion"] = fusion.to_dict()
         path = save_checkpoint(out, _checkpoint(model, dataset, spec, config, state, text, metrics))
-    return PretrainResult(model, state, valid, test, path)
+    return PretrainResult(model, state, valid, test, path, fusion)
 
 
 def write_pretrain_report(
