@@ -217,3 +217,24 @@ def test_verdicts_compare_the_best_transferred_model_with_the_target_only_text_m
     assert "finetune-all 0.1: 8, lora 0.1: 2, text-only 0.1: 0" in lines[-1]
     rows[-1] = row("text-only", 0.1, 0.075)
     assert any(line.endswith("not above") for line in verdicts(rows))
+
+
+@pytest.mark.parametrize("flag, fused", [([], True), (["--no-text-fusion"], False)])
+def test_the_bench_command_fuses_by_default_and_can_turn_fusion_off(
+    flag, fused, tmp_path, monkeypatch, capsys
+):
+    import metarec.bench.transfer_scientific as ts
+
+    seen = []
+
+    def fake_run(cfg, log):
+        seen.append(cfg)
+        return {"results": [], "metrics": ["NDCG@10"], "report": "r.md", "metrics_json": "m"}
+
+    monkeypatch.setattr(ts, "run_transfer", fake_run)
+    args = ["bench", "transfer-scientific", "--out", str(tmp_path / "run"), *flag]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    (cfg,) = seen
+    assert cfg.text_fusion is fused
+    assert cfg.finetune_config("lora").text_fusion is fused

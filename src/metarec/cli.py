@@ -629,6 +629,13 @@ def bench_transfer_scientific(
     domain_embedding: Annotated[
         bool, typer.Option(help="Pretrain with a learned vector per source domain.")
     ] = False,
+    text_fusion: Annotated[
+        bool,
+        typer.Option(
+            help="Fuse every fine-tuned model and the target-only text model with the last "
+            "item's raw text similarity (weight picked on validation); off for an ablation."
+        ),
+    ] = True,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md transfer-scientific: zero-shot, few-shot and full target training."""
@@ -645,6 +652,7 @@ def bench_transfer_scientific(
         sources=tuple(source) if source else cfg.sources,
         strategies=tuple(strategy) if strategy else cfg.strategies,
         spec=replace(cfg.spec, domain_embedding=domain_embedding),
+        text_fusion=text_fusion,
     )
     if quick:
         cfg = transfer_quick_config(cfg)
