@@ -102,3 +102,27 @@ def test_refresh_command_once(tmp_path, monkeypatch, capsys):
     assert "version:" in out and "report:" in out
     code, _, err = run_cli(monkeypatch, capsys, *args, "--every", "soon")
     assert code == 1 and "--every" in err
+
+
+def test_refresh_refits_a_fused_models_weight_on_its_validation_rows(tmp_path):
+    import torch
+
+    from metarec.models import SeqRec, SeqRecConfig
+    from metarec.training.checkpoint import Checkpoint, save_checkpoint
+    from metarec.training.fusion import FUSION_WEIGHTS
+
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(
+        n_items=N_ITEMS, dim=16, n_layers=1, n_heads=2, max_len=8, dropout=0.0,
+        item_repr="text", text_dim=8, text_fusion=True,
+    )  # fmt: skip
+    model = SeqRec(cfg, torch.randn(N_ITEMS, 8))
+    model.text_fusion_weight.fill_(1000.0)  # not on the grid: a refit must replace it
+    base = save_checkpoint(tmp_path / "fused", Checkpoint(model, "seqrec", ["u0"], ITEMS, {}))
+    _fill(tmp_path / "events.db")
+    res = refresh(_cfg(tmp_path, base=base), log=lambda m: None)
+    saved = load_checkpoint(res.path)
+    fit = saved.meta["refresh"]["text_fusion"]
+    assert set(fit["valid"]) == {str(w) for w in FUSION_WEIGHTS}
+    assert saved.model.text_fusion_weight.item() == fit["weight"] in FUSION_WEIGHTS
+    assert fit["valid"][str(fit["weight"])] == max(fit["valid"].values())

@@ -80,7 +80,9 @@ class TransferConfig:
     last_item_gate: bool = True
     # every fine-tuned variant and the target-only text model fuse their scores with the last
     # item's raw text similarity, at a weight picked on their own validation rows (training.
-    # fusion); the id-only SASRec has no text to fuse
+    # fusion); the id-only SASRec has no text to fuse. On Scientific (2026-12-03 runs, NDCG@10
+    # without -> with): 10% of users, full 0.0632 -> 0.0750 and text-only 0.0640 -> 0.0676;
+    # all users, full 0.0877 -> 0.0902 and LoRA 0.0789 -> 0.0877
     text_fusion: bool = True
     meta_init: bool = True
     baselines: tuple[str, ...] = BASELINES

@@ -30,6 +30,7 @@ from metarec.evaluation.report import ResultRow, write_metrics_json, write_repor
 from metarec.serving.registry import checkpoint_version
 from metarec.serving.store import NEGATIVE_TYPES, Event, open_store
 from metarec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from metarec.training.fusion import fit_text_fusion
 from metarec.training.loop import TrainConfig, make_optimizer
 from metarec.training.pretrain import prepare_next_item, train_seqrec
 
@@ -128,13 +129,22 @@ def refresh(cfg: RefreshConfig, log: Callable[[str], None] = print) -> RefreshRe
     state, best = train_seqrec(model, data, config, optimizer=make_optimizer(model, config))
     model.load_state_dict(best)
     model.eval()
+    fusion = None  # a fused model's weight is refitted on the refresh's validation rows
+    if getattr(model.config, "text_fusion", False):
+        fusion = fit_text_fusion(model, data.valid, data.n_items).to_dict()
     after = evaluate_next_item(model, data.test, data.n_items)
     accepted = after["NDCG@10"] >= before["NDCG@10"] - cfg.gate
     meta = {
         **{k: v for k, v in base.meta.items() if k not in ("metrics",)},
         "refreshed_from": checkpoint_version(Path(cfg.base)),
         "refreshed_until": until,
-        "refresh": {"events": n, "base": before, "new": after, "accepted": accepted},
+        "refresh": {
+            "events": n,
+            "base": before,
+            "new": after,
+            "accepted": accepted,
+            "text_fusion": fusion,
+        },
     }
     path, version = _save_version(cfg.out, replace(base, model=model, meta=meta))
     activated = False
