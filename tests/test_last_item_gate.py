@@ -28,19 +28,23 @@ from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 N, TEXT = 20, 8
 
 
-def _model(gate: bool = False, seed: int = 0) -> SeqRec:
+def _model(gate: bool = False, seed: int = 0, text: torch.Tensor | None = None, **flags):
+    """A one-block text SeqRec over N items (``flags``: more SeqRecConfig switches)."""
     torch.manual_seed(seed)
     cfg = SeqRecConfig(
         n_items=N, dim=16, n_layers=1, n_heads=2, max_len=6, dropout=0.0,
-        text_dim=TEXT, last_item_gate=gate,
+        text_dim=TEXT, last_item_gate=gate, **flags,
     )  # fmt: skip
-    return SeqRec(cfg, torch.randn(N, TEXT)).eval()
+    return SeqRec(cfg, torch.randn(N, TEXT) if text is None else text).eval()
 
 
-def _batch(n: int = N) -> SeqBatch:
+def _batch(n: int = N, empty_row: bool = False) -> SeqBatch:
+    """Three histories; the first padded, the last empty with ``empty_row``."""
     g = torch.Generator().manual_seed(1)
     items = torch.randint(0, n, (3, 5), generator=g)
-    items[0, :2] = -1  # a padded history
+    items[0, :2] = -1
+    if empty_row:
+        items[2, :] = -1
     return SeqBatch(users=torch.zeros(3, dtype=torch.long), items=items)
 
 
@@ -87,28 +91,33 @@ def test_training_on_repeated_items_opens_the_gate():
     assert model.last_item_gate.item() > 0.1  # 20 steps at GATE_LR move it by 0.6 at most
 
 
-def test_checkpoints_adapters_and_merged_lora_keep_the_gate(tmp_path):
+def test_checkpoints_adapters_and_merged_lora_keep_the_gate_and_the_fusion_weight(tmp_path):
     base = _model()
     base_path = save_checkpoint(
         tmp_path / "base", Checkpoint(base, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})
     )
     moved = to_catalogue(base, torch.randn(10, TEXT))
-    config = FinetuneConfig(strategy="lora", last_item_gate=True)
+    config = FinetuneConfig(strategy="lora", last_item_gate=True, text_fusion=True)
     names = prepare(moved, config)
+    assert "text_fusion_weight" not in names  # fitted after training, not trained
+    moved.text_fusion_weight.fill_(4.0)
     with torch.no_grad():
         moved.last_item_gate.fill_(1.7)
         for name, p in moved.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.3)
-    batch = _batch(n=10)
+    batch = _batch(n=10, empty_row=True)
     tuned = moved.eval().score(batch)
     loaded = _reload(tmp_path, moved, config, names, base_path)  # adapter on the base
     assert loaded.last_item_gate.item() == pytest.approx(1.7)
+    assert loaded.text_fusion_weight.item() == 4.0
     assert torch.allclose(loaded.score(batch), tuned, atol=1e-5)
     merged = merge_lora(moved)
-    assert merged.config.last_item_gate and torch.allclose(merged.score(batch), tuned, atol=1e-4)
+    assert merged.config.last_item_gate and merged.config.text_fusion
+    assert torch.allclose(merged.score(batch), tuned, atol=1e-4)
     ckpt = Checkpoint(merged, "seqrec", ["v"], [f"n{i}" for i in range(10)], {})
     reloaded = load_checkpoint(save_checkpoint(tmp_path / "merged", ckpt)).model
+    assert reloaded.text_fusion_weight.item() == 4.0
     assert torch.allclose(reloaded.score(batch), tuned, atol=1e-4)
 
 

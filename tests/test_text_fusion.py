@@ -1,7 +1,7 @@
 """Text fusion: a SeqRec's scores plus w x the raw text cosine of the last history item, with w
 picked on validation rows after training. Neutral at 0, exact in its effect, fitted to the best
-validation weight, refused for id-only models, and carried by checkpoints, adapters and merged
-LoRA models."""
+validation weight and refused for id-only models; checkpoints, adapters and merged LoRA models
+carry it (test_last_item_gate's round trip)."""
 
 from __future__ import annotations
 
@@ -10,40 +10,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metarec.adapt.finetune import FinetuneConfig, merge_lora, prepare
-from metarec.adapt.transfer import to_catalogue
+from metarec.adapt.finetune import FinetuneConfig, prepare
 from metarec.adapt.workflow import finetune
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.next_item import EvalSet, evaluate_next_item
 from metarec.models import SeqBatch, SeqRec, SeqRecConfig
 from metarec.models.seqrec import add_text_fusion
-from metarec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from metarec.training.fusion import FUSION_WEIGHTS, fit_text_fusion
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.training.workflow import ModelSpec, pretrain_seqrec
-from test_finetune import _dataset, _reload
+from test_finetune import _dataset
+from test_last_item_gate import TEXT, N
+from test_last_item_gate import _batch as gate_batch
+from test_last_item_gate import _model as gate_model
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 
-N, TEXT = 20, 8
 
-
-def _model(fusion: bool = False, seed: int = 0, text: torch.Tensor | None = None) -> SeqRec:
-    torch.manual_seed(seed)
-    cfg = SeqRecConfig(
-        n_items=N, dim=16, n_layers=1, n_heads=2, max_len=6, dropout=0.0,
-        text_dim=TEXT, text_fusion=fusion,
-    )  # fmt: skip
-    return SeqRec(cfg, torch.randn(N, TEXT) if text is None else text).eval()
+def _model(fusion: bool = False, text: torch.Tensor | None = None) -> SeqRec:
+    return gate_model(text=text, text_fusion=fusion)
 
 
 def _batch(n: int = N) -> SeqBatch:
-    g = torch.Generator().manual_seed(1)
-    items = torch.randint(0, n, (3, 5), generator=g)
-    items[0, :2] = -1  # a padded history
-    items[2, :] = -1  # an empty one
-    return SeqBatch(users=torch.zeros(3, dtype=torch.long), items=items)
+    return gate_batch(n, empty_row=True)
 
 
 def test_a_zero_weight_changes_nothing_and_a_set_weight_adds_the_text_cosine():
@@ -154,30 +144,3 @@ def test_finetune_and_pretraining_fit_the_weight_on_validation():
     pre = pretrain_seqrec(target, data, spec, train)
     assert pre.fusion is not None and pre.model.text_fusion_weight.item() == pre.fusion.weight
     assert pre.valid["NDCG@10"] == pytest.approx(pre.fusion.valid[pre.fusion.weight])
-
-
-def test_checkpoints_adapters_and_merged_lora_keep_the_weight(tmp_path):
-    base = _model()
-    base_path = save_checkpoint(
-        tmp_path / "base", Checkpoint(base, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})
-    )
-    moved = to_catalogue(base, torch.randn(10, TEXT))
-    config = FinetuneConfig(strategy="lora", text_fusion=True)
-    names = prepare(moved, config)
-    assert "text_fusion_weight" not in names  # fitted, not trained
-    moved.text_fusion_weight.fill_(4.0)
-    with torch.no_grad():
-        for name, p in moved.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.3)
-    batch = _batch(n=10)
-    tuned = moved.eval().score(batch)
-    loaded = _reload(tmp_path, moved, config, names, base_path)  # adapter on the base
-    assert loaded.text_fusion_weight.item() == 4.0
-    assert torch.allclose(loaded.score(batch), tuned, atol=1e-5)
-    merged = merge_lora(moved)
-    assert merged.config.text_fusion and torch.allclose(merged.score(batch), tuned, atol=1e-4)
-    ckpt = Checkpoint(merged, "seqrec", ["v"], [f"n{i}" for i in range(10)], {})
-    reloaded = load_checkpoint(save_checkpoint(tmp_path / "merged", ckpt)).model
-    assert reloaded.text_fusion_weight.item() == 4.0
-    assert torch.allclose(reloaded.score(batch), tuned, atol=1e-4)
