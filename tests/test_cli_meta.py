@@ -119,6 +119,22 @@ def test_adapt_needs_a_meta_trained_model(monkeypatch, capsys, base_model):
     assert code == 1 and "not a meta-trained model" in err
 
 
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "meta-sgd"])
+def test_meta_train_defaults_to_the_inner_loop_coldstart_validated(algorithm, tmp_path):
+    from metarec.bench.coldstart_ml import ColdstartConfig
+    from metarec.config import meta_train_settings
+
+    bench = ColdstartConfig()
+    spec, _, _ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})
+    assert spec.config == bench.learner_spec(algorithm).config
+    assert spec.config.inner_steps == bench.inner_steps == 3
+    assert getattr(spec.config, "outer_lr", bench.outer_lr) == bench.outer_lr == 3e-4
+    # the file still decides what it names
+    given = write_config(tmp_path, "[meta]\ninner_steps = 2\n")
+    spec, _, _ = meta_train_settings(given, {"algorithm": algorithm}, {}, {})
+    assert spec.config.inner_steps == 2
+
+
 def test_meta_settings_merge_file_and_flags(tmp_path):
     from metarec.config import meta_train_settings
 
@@ -138,6 +154,7 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
     assert (tasks.k, train.max_steps, train.seed) == (4, 7, 3)
     spec, _, _ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
     assert spec.policy.name == "head"
+    assert spec.config.inner_steps == 1  # anil keeps its own defaults
     with pytest.raises(ConfigError, match="fomaml"):
         meta_train_settings(
             write_config(tmp_path, "[meta]\nfirst_order = false\n"), {"algorithm": "fomaml"}, {}, {}

@@ -6,7 +6,7 @@ Only the CLI reads files; library code takes the dataclasses.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from metarec.adapt.policies import PolicyConfig
@@ -141,6 +141,8 @@ def meta_train_settings(
         )
     tasks = _build(FoldTasks, {k: v for k, v in meta.items() if k in task_keys}, f"{where} [meta]")
     values = {k: v for k, v in meta.items() if k not in task_keys}
+    if algorithm in VALIDATED_INNER_LOOPS:  # unless the file or a flag says otherwise
+        values = {**validated_learner_config(algorithm), **values}
     if algorithm == "fomaml":
         values.setdefault("first_order", True)
     config = _build(config_cls, values, f"{where} [meta]")
@@ -151,6 +153,20 @@ def meta_train_settings(
         raise ConfigError(f"{where}: {e}") from e
     train = _build(MetaTrainConfig, {**doc["train"], **_given(train_flags)}, f"{where} [train]")
     return spec, tasks, train
+
+
+# the meta-learners whose inner loop and outer rate coldstart-ml validated (bench/README.md,
+# 2026-12-03: inner SGD at 0.05 for 3 steps, AdamW outer rate 3e-4); the algorithm configs' own
+# defaults (one inner step at 0.01, outer 1e-3) hardly move the head in one step and left MAML
+# and Meta-SGD with identical results on fold 0
+VALIDATED_INNER_LOOPS = ("maml", "fomaml", "reptile", "meta-sgd")
+
+
+def validated_learner_config(algorithm: str) -> dict:
+    """The config values coldstart-ml runs ``algorithm`` with (``VALIDATED_INNER_LOOPS``)."""
+    from metarec.bench.coldstart_ml import ColdstartConfig
+
+    return asdict(ColdstartConfig().learner_spec(algorithm).config)
 
 
 def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
