@@ -66,3 +66,21 @@ def test_test_history_includes_the_validation_item():
     assert data.test.targets.tolist() == [1, 6]
     assert data.test.histories.tolist() == [[4, 2, 7], [-1, 3, 5]]
     assert data.test.seen_items.tolist() == [4, 2, 7, 3, 5]
+
+
+def test_a_stack_of_scorings_ranks_each_like_its_own_pass():
+    history = _inter([(0, 1, 1), (1, 4, 1), (1, 0, 2), (2, 3, 1)])
+    targets = _inter([(0, 5, 9), (1, 0, 9), (2, 2, 9)])
+    es = build_eval_set(history, targets, n_users=3, max_len=3)
+    up = FixedScores(8).score
+
+    def down(batch):
+        return -up(batch)
+
+    def both(batch):
+        return torch.stack([up(batch), down(batch)])
+
+    stacked = rank_targets(both, es, n_items=8, batch_size=2)  # rows split over two batches
+    assert stacked.shape == (2, 3)
+    assert stacked[0].tolist() == rank_targets(up, es, n_items=8).tolist() == [4, 0, 2]
+    assert stacked[1].tolist() == rank_targets(down, es, n_items=8).tolist() == [2, 6, 4]

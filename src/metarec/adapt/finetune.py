@@ -143,18 +143,17 @@ def prepare(model: SeqRec, config: FinetuneConfig) -> list[str]:
     return names
 
 
-def stored_tensors(model: nn.Module, config: FinetuneConfig, trainable: list[str]) -> list[str]:
+def stored_tensors(model: SeqRec, config: FinetuneConfig, trainable: list[str]) -> list[str]:
     """What an adapter checkpoint holds: the trained tensors, the fitted text-fusion weight when
     the model has one, plus the id table when it started from the target's data (``id_init``
     not "zero") and stayed frozen: the base cannot reproduce it."""
-    fitted = [FUSION_WEIGHT] if getattr(model.config, "text_fusion", False) else []
-    trainable = [*trainable, *fitted]
+    stored = [*trainable, FUSION_WEIGHT] if model.config.text_fusion else list(trainable)
     if config.id_init == "zero":
-        return list(trainable)
+        return stored
     table = [  # the plain table, or the base layer LoRA wraps
         n for n, _ in model.named_parameters() if n.startswith(f"{_ID_TABLE}.") and "lora_" not in n
     ]
-    return list(trainable) + [n for n in table if n not in trainable]
+    return stored + [n for n in table if n not in stored]
 
 
 def _subset(model: SeqRec, strategy: str) -> list[str]:

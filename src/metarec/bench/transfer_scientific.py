@@ -27,6 +27,7 @@ from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.report import ResultRow
 from metarec.training.checkpoint import Checkpoint, load_checkpoint
+from metarec.training.fusion import FusionFit
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import NextItemData, prepare_next_item
 from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
@@ -189,19 +190,24 @@ def run_strategy(
         "adapter_bytes": adapter_size_bytes(folder),
         "peak_rss_mb": peak_rss_mb(),
     }
-    fused = {} if res.fusion is None else {"text_fusion_weight": res.fusion.weight}
+    fused, note = _fusion(res.fusion)
     run.rows.append(_row(method, fraction, res.after, cost, strategy=strategy, **fused))
     run.validated[(fraction, strategy)] = (
-        res.state.best_metric if res.fusion is None else res.fusion.valid[res.fusion.weight]
+        res.state.best_metric if res.fusion is None else res.fusion.metrics["NDCG@10"]
     )
     run.curves[f"{method} {fraction:g}"] = res.state.curve
     run.log(
         f"{method} at {fraction:g}: NDCG@10 {res.before['NDCG@10']:.4f} -> "
         f"{res.after['NDCG@10']:.4f} ({res.params['trainable']:,} trainable, "
-        f"{res.state.train_seconds:.0f} s"
-        + ("" if res.fusion is None else f", text fusion {res.fusion.weight:g}")
-        + ")"
+        f"{res.state.train_seconds:.0f} s{note})"
     )
+
+
+def _fusion(fit: FusionFit | None) -> tuple[dict, str]:
+    """A result row's setting entry for a fitted text fusion, and the log's note of it."""
+    if fit is None:
+        return {}, ""
+    return {"text_fusion_weight": fit.weight}, f", text fusion {fit.weight:g}"
 
 
 def text_similarity(target: Dataset, data: NextItemData, text_model: str | None) -> dict:
@@ -238,13 +244,10 @@ def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> No
     train = replace(cfg.finetune, lr=1e-3, seed=cfg.seed, progress=cfg.progress)
     res = pretrain_seqrec(run.target, data, spec, train, text=text)
     cost = {**res.state.cost(), "peak_rss_mb": peak_rss_mb()}
-    fused = {} if res.fusion is None else {"text_fusion_weight": res.fusion.weight}
+    fused, note = _fusion(res.fusion)
     run.rows.append(_row(name, fraction, evaluate(res.model, data), cost, **fused))
     run.curves[f"{name} {fraction:g}"] = res.state.curve
-    run.log(
-        f"{name} at {fraction:g}: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}"
-        + ("" if res.fusion is None else f" (text fusion {res.fusion.weight:g})")
-    )
+    run.log(f"{name} at {fraction:g}: NDCG@10 {run.rows[-1].metrics['NDCG@10']:.4f}{note}")
 
 
 def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dict:

@@ -84,7 +84,9 @@ def rank_targets(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """(E,) 0-based rank of every target over the full catalogue minus the user's history."""
+    """(E,) 0-based rank of every target over the full catalogue minus the user's history; (G, E)
+    when ``score`` returns a (G, B, N) stack of G scorings of the same rows (each row's history
+    mask and target are then built once for all G)."""
     ranks = []
     for start in range(0, len(es), batch_size):
         rows = slice(start, min(start + batch_size, len(es)))
@@ -92,11 +94,14 @@ def rank_targets(
         batch = SeqBatch(
             users=torch.from_numpy(es.users[rows]), items=torch.from_numpy(histories)
         ).to(device)
-        scores = score(batch)  # (B, N)
+        scores = score(batch)  # (B, N) or (G, B, N)
         exclude = _exclude_mask(es, rows, n_items).to(device)
         targets = torch.from_numpy(es.targets[rows]).to(device)
-        ranks.append(target_ranks(scores, targets, exclude).cpu())
-    return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+        if scores.dim() == 3:
+            ranks.append(torch.stack([target_ranks(s, targets, exclude) for s in scores]).cpu())
+        else:
+            ranks.append(target_ranks(scores, targets, exclude).cpu())
+    return torch.cat(ranks, dim=-1).numpy() if ranks else np.zeros(0, dtype=np.int64)
 
 
 def evaluate_next_item(

@@ -130,7 +130,7 @@ def refresh(cfg: RefreshConfig, log: Callable[[str], None] = print) -> RefreshRe
     model.load_state_dict(best)
     model.eval()
     fusion = None  # a fused model's weight is refitted on the refresh's validation rows
-    if getattr(model.config, "text_fusion", False):
+    if model.config.text_fusion:
         fusion = fit_text_fusion(model, data.valid, data.n_items).to_dict()
     after = evaluate_next_item(model, data.test, data.n_items)
     accepted = after["NDCG@10"] >= before["NDCG@10"] - cfg.gate

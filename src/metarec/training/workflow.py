@@ -263,8 +263,11 @@ def pretrain_seqrec(
         desc=f"pretraining {spec.item_repr}",
     )
     model.load_state_dict(best)
-    fusion = fit_text_fusion(model, data.valid, data.n_items) if spec.text_fusion else None
-    valid = evaluate_next_item(model, data.valid, data.n_items)
+    if spec.text_fusion:  # its fit scores the validation rows at the chosen weight too
+        fusion = fit_text_fusion(model, data.valid, data.n_items)
+        valid = fusion.metrics
+    else:
+        fusion, valid = None, evaluate_next_item(model, data.valid, data.n_items)
     test = evaluate_next_item(model, data.test, data.n_items)
     path = None
     if out is not None:
