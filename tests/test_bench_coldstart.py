@@ -13,7 +13,7 @@ from metarec.data.schema import Interactions
 from metarec.errors import ConfigError
 from metarec.evaluation.report import read_metrics_json
 from metarec.models import SeqRec, SeqRecConfig
-from metarec.training.workflow import ModelSpec
+from metarec.workflows.pretrain import ModelSpec
 from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 
 

@@ -116,7 +116,7 @@ def rated_dataset(tmp_path):
 @pytest.mark.slow
 def test_fewshot_like_runs_every_method(rated_dataset, tmp_path, monkeypatch):
     from metarec.data.loaders import registry
-    from metarec.training.workflow import ModelSpec
+    from metarec.workflows.pretrain import ModelSpec
 
     inter, text = rated_dataset
     real = registry.load_dataset

@@ -13,7 +13,7 @@ from metarec.bench.throughput import (
 )
 from metarec.data.loaders.registry import load_dataset
 from metarec.evaluation.report import read_metrics_json
-from metarec.training.workflow import ModelSpec
+from metarec.workflows.pretrain import ModelSpec
 from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 
 

@@ -49,7 +49,7 @@ def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
         WarmMLConfig(data=str(inter), out=tmp_path / "out", seeds=(0, 1), progress=False)
     )
     cfg = replace(cfg, sasrec=replace(cfg.sasrec, max_epochs=1))  # each model its own settings
-    import metarec.training.workflow as workflow
+    import metarec.workflows.pretrain as workflow
 
     started, real_init = [], workflow.init_ids_from_cooccurrence
 

@@ -127,8 +127,8 @@ def test_meta_train_defaults_to_the_inner_loop_coldstart_validated(algorithm, tm
     bench = ColdstartConfig()
     spec, _, _ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})
     assert spec.config == bench.learner_spec(algorithm).config
-    assert spec.config.inner_steps == bench.inner_steps == 3
-    assert getattr(spec.config, "outer_lr", bench.outer_lr) == bench.outer_lr == 3e-4
+    assert spec.config.inner_steps == bench.inner_loop()["inner_steps"] == 3
+    assert getattr(spec.config, "outer_lr", 3e-4) == bench.inner_loop()["outer_lr"] == 3e-4
     # the file still decides what it names
     given = write_config(tmp_path, "[meta]\ninner_steps = 2\n")
     spec, _, _ = meta_train_settings(given, {"algorithm": algorithm}, {}, {})
@@ -154,7 +154,7 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
     assert (tasks.k, train.max_steps, train.seed) == (4, 7, 3)
     spec, _, _ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
     assert spec.policy.name == "head"
-    assert spec.config.inner_steps == 1  # anil keeps its own defaults
+    assert spec.config.inner_steps == 3  # anil is MAML: the product's inner loop too
     with pytest.raises(ConfigError, match="fomaml"):
         meta_train_settings(
             write_config(tmp_path, "[meta]\nfirst_order = false\n"), {"algorithm": "fomaml"}, {}, {}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from metarec.errors import ConfigError
 from metarec.training.cooccurrence import _ppmi, _randomized_svd, cooccurrence_embeddings
-from metarec.training.workflow import ModelSpec
+from metarec.workflows.pretrain import ModelSpec
 
 
 def _csr(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

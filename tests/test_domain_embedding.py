@@ -22,7 +22,7 @@ from metarec.models.seqrec import with_new_items
 from metarec.training.checkpoint import load_checkpoint
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, item_domains, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, item_domains, pretrain_seqrec
 from test_cli import run_cli
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 from test_transfer import domains  # noqa: F401  (fixture)
@@ -69,7 +69,7 @@ def test_item_domains_are_checked():
 
 def _domain_model() -> SeqRec:
     torch.manual_seed(0)
-    cfg = SeqRecConfig(N_ITEMS, dim=8, n_heads=1, max_len=6, text_dim=TEXT_DIM, n_domains=2)
+    cfg = SeqRecConfig(n_items=N_ITEMS, dim=8, n_heads=1, max_len=6, text_dim=TEXT_DIM, n_domains=2)
     model = SeqRec(cfg, _text())
     model.items.set_item_domains(torch.tensor([0] * 9 + [1] * 3))
     with torch.no_grad():
@@ -99,7 +99,7 @@ def test_items_added_later_join_the_most_common_domain():
 @pytest.mark.parametrize("strategy", ["lora", "adapter", "adaptor", "head"])
 def test_every_strategy_trains_the_domain_rows(strategy):
     model = _domain_model()
-    names = prepare(model, FinetuneConfig(strategy=strategy, lora_rank=2))
+    names = prepare(model, FinetuneConfig.bare(strategy=strategy, lora_rank=2))
     assert "items.domain_embedding.weight" in names
     assert "blocks.0.attn.qkv.weight" not in names  # the rest stays as the strategy says
 

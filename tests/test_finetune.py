@@ -68,18 +68,18 @@ def test_an_untrained_strategy_leaves_the_output_unchanged(strategy):
     model = _model()
     ref = model.score(_batch())
     tuned = copy.deepcopy(model)
-    names = prepare(tuned, FinetuneConfig(strategy=strategy))
+    names = prepare(tuned, FinetuneConfig.bare(strategy=strategy))
     assert torch.allclose(tuned.score(_batch()), ref, atol=1e-6)
     assert names == [n for n, p in tuned.named_parameters() if p.requires_grad]
 
 
 def test_strategies_train_what_they_name():
     model = _model()
-    picked = {s: prepare(copy.deepcopy(model), FinetuneConfig(strategy=s)) for s in STRATEGIES}
+    picked = {s: prepare(copy.deepcopy(model), FinetuneConfig.bare(strategy=s)) for s in STRATEGIES}
     assert len(picked["full"]) == len(list(model.parameters()))
     assert all("lora_" in n for n in picked["lora"])
     assert {n.split(".lora_")[0] for n in picked["lora"]} == set(
-        lora_layers(model, FinetuneConfig())
+        lora_layers(model, FinetuneConfig.bare())
     )
     assert all(".adapter." in n for n in picked["adapter"]) and len(picked["adapter"]) == 8
     assert all(n.startswith("items.") for n in picked["adaptor"])
@@ -90,7 +90,7 @@ def test_parameter_counts_exclude_what_a_strategy_adds():
     model = _model()
     total = sum(p.numel() for p in model.parameters())
     tuned = copy.deepcopy(model)
-    prepare(tuned, FinetuneConfig(strategy="lora", lora_rank=2))
+    prepare(tuned, FinetuneConfig.bare(strategy="lora", lora_rank=2))
     n_train, n_total = count_parameters(tuned)
     expected = sum(2 * (m.in_features + m.out_features) for m in _linears(model, tuned))
     assert (n_train, n_total) == (expected, total)
@@ -98,17 +98,18 @@ def test_parameter_counts_exclude_what_a_strategy_adds():
 
 def _linears(model, tuned):
     mods = dict(model.named_modules())
-    return [mods[n] for n in lora_layers(model, FinetuneConfig())]
+    return [mods[n] for n in lora_layers(model, FinetuneConfig.bare())]
 
 
 def test_peft_lora_agrees_with_the_functional_lora_policy():
     model = _model()
     tuned = copy.deepcopy(model)
-    config = FinetuneConfig(strategy="lora", lora_rank=3, lora_alpha=6.0)
+    config = FinetuneConfig.bare(strategy="lora", lora_rank=3, lora_alpha=6.0)
     prepare(tuned, config)
     _randomise_lora(tuned)
     state = tuned.state_dict()
-    policy = LoraPolicy(PolicyConfig("lora", rank=3, alpha=6.0, targets=config.lora_targets), model)
+    layers = tuple(lora_layers(model, config))  # the layers peft wrapped
+    policy = LoraPolicy(PolicyConfig("lora", rank=3, alpha=6.0, targets=layers), model)
     fast = {
         f"{layer}.lora_{ab}": state[f"{layer}.lora_{ab}.default.weight"]
         for layer in policy.layers
@@ -121,7 +122,7 @@ def test_peft_lora_agrees_with_the_functional_lora_policy():
 
 def test_merged_lora_is_a_plain_model_with_the_same_output():
     tuned = _model()
-    prepare(tuned, FinetuneConfig(strategy="lora"))
+    prepare(tuned, FinetuneConfig.bare(strategy="lora"))
     _randomise_lora(tuned)
     merged = merge_lora(tuned)
     assert type(merged) is SeqRec
@@ -133,7 +134,7 @@ def test_optimizers_update_only_trainable_tensors():
     for name in ("adamw", "adagrad", "sgd"):
         tuned = _model()
         before = {k: v.clone() for k, v in tuned.state_dict().items()}
-        config = FinetuneConfig(strategy="head", optimizer=name)
+        config = FinetuneConfig.bare(strategy="head", optimizer=name)
         names = prepare(tuned, config)
         opt = make_optimizer(tuned, config, lr=0.05, weight_decay=0.01)
         tuned.train()
@@ -150,13 +151,13 @@ def _batch_with_targets() -> SeqBatch:
 
 def test_bad_finetune_configs_are_refused():
     with pytest.raises(ValueError, match="strategy"):
-        FinetuneConfig(strategy="prefix")
+        FinetuneConfig.bare(strategy="prefix")
     with pytest.raises(ValueError, match="optimizer"):
-        FinetuneConfig(optimizer="lamb")
+        FinetuneConfig.bare(optimizer="lamb")
     with pytest.raises(ValueError, match="lora_rank"):
-        FinetuneConfig(lora_rank=0)
+        FinetuneConfig.bare(lora_rank=0)
     with pytest.raises(ConfigError, match=r"match no nn\.Linear"):
-        prepare(_model(), FinetuneConfig(lora_targets=("nothing.*",)))
+        prepare(_model(), FinetuneConfig.bare(lora_targets=("nothing.*",)))
 
 
 def test_moving_to_a_new_catalogue_keeps_the_encoder_and_reads_text():
@@ -194,7 +195,7 @@ def test_a_restarted_adaptor_starts_at_the_new_texts_principal_axes(tmp_path):
     base_path = save_checkpoint(
         tmp_path / "base", Checkpoint(model, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})
     )
-    config = FinetuneConfig(strategy="lora", restart_adaptor=True)
+    config = FinetuneConfig.bare(strategy="lora", restart_adaptor=True)
     names = prepare(moved, config)
     _randomise_lora(moved)
     batch = _batch(n=12)
@@ -216,7 +217,7 @@ def test_a_low_rank_id_table_trains_r_times_items_plus_dim_and_merges(tmp_path):
     base_path, base = _base(tmp_path)
     moved = to_catalogue(base, torch.randn(10, TEXT), item_ids=True)
     ref = moved.eval().score(_batch(n=10))
-    config = FinetuneConfig(strategy="lora", item_ids=True, id_rank=3, lora_rank=2)
+    config = FinetuneConfig.bare(strategy="lora", item_ids=True, id_rank=3, lora_rank=2)
     names = prepare(moved, config)
     assert "items.id_embedding.weight" not in names
     id_params = [n for n in names if n.startswith("items.id_embedding.")]
@@ -237,11 +238,11 @@ def test_a_low_rank_id_table_trains_r_times_items_plus_dim_and_merges(tmp_path):
     reloaded = _reload(tmp_path, moved, config, names, base_path)
     assert torch.allclose(reloaded.score(_batch(n=10)), tuned, atol=1e-5)
     with pytest.raises(ValueError, match="id_rank"):
-        FinetuneConfig(strategy="full", id_rank=2)
+        FinetuneConfig.bare(strategy="full", id_rank=2)
     with pytest.raises(ValueError, match="id_rank"):
-        FinetuneConfig(strategy="lora", id_rank=2)  # no item ids
+        FinetuneConfig.bare(strategy="lora", id_rank=2)  # no item ids
     with pytest.raises(ValueError, match="id_rank"):
-        FinetuneConfig(strategy="lora", item_ids=True, id_rank=-1)
+        FinetuneConfig.bare(strategy="lora", item_ids=True, id_rank=-1)
 
 
 def _base(tmp_path):
@@ -254,7 +255,7 @@ def _base(tmp_path):
 def test_adapter_checkpoint_round_trip(tmp_path, strategy):
     base_path, base = _base(tmp_path)
     moved = to_catalogue(base, torch.randn(10, TEXT))
-    config = FinetuneConfig(strategy=strategy)
+    config = FinetuneConfig.bare(strategy=strategy)
     names = prepare(moved, config)
     with torch.no_grad():
         for name, p in moved.named_parameters():
@@ -278,7 +279,7 @@ def test_adapter_checkpoint_round_trip(tmp_path, strategy):
 
 def test_adapter_refuses_another_base_and_a_corrupt_file(tmp_path):
     base_path, base = _base(tmp_path)
-    config = FinetuneConfig(strategy="head")
+    config = FinetuneConfig.bare(strategy="head")
     moved = to_catalogue(base, torch.randn(10, TEXT))
     names = prepare(moved, config)
     out = save_adapter(
@@ -350,11 +351,11 @@ def test_a_cooccurrence_id_start_is_frozen_under_lora_and_travels_with_the_adapt
     """id_init="cooccurrence": the moved model's id vectors start from the target's own PPMI
     SVD (no trainable parameter added under LoRA: the table stays at it), and the adapter
     checkpoint carries the table, since the base cannot rebuild it."""
-    from metarec.adapt.workflow import finetune
     from metarec.data.sequences import user_sequences
     from metarec.training.cooccurrence import cooccurrence_embeddings
     from metarec.training.loop import TrainConfig
     from metarec.training.pretrain import prepare_next_item
+    from metarec.workflows.finetune import finetune
 
     base_path, base = _base(tmp_path)
     target = _dataset("shop", 30, 10, 2)
@@ -362,7 +363,7 @@ def test_a_cooccurrence_id_start_is_frozen_under_lora_and_travels_with_the_adapt
     train = TrainConfig(max_epochs=1, batch_size=8, progress=False, seed=4)
     runs = {}
     for start in ("zero", "cooccurrence"):
-        config = FinetuneConfig(strategy="lora", item_ids=True, id_rank=2, id_init=start)
+        config = FinetuneConfig.bare(strategy="lora", item_ids=True, id_rank=2, id_init=start)
         moved = to_catalogue(
             base, torch.randn(10, TEXT, generator=torch.Generator().manual_seed(1)), item_ids=True
         )
@@ -380,6 +381,6 @@ def test_a_cooccurrence_id_start_is_frozen_under_lora_and_travels_with_the_adapt
     reloaded = _reload(tmp_path, cooc.model, runs["cooccurrence"][1], cooc.trainable, base_path)
     assert torch.allclose(reloaded.score(batch), cooc.model.eval().score(batch), atol=1e-5)
     with pytest.raises(ValueError, match="id_init"):
-        FinetuneConfig(strategy="lora", id_init="cooccurrence")  # no item ids
+        FinetuneConfig.bare(strategy="lora", id_init="cooccurrence")  # no item ids
     with pytest.raises(ValueError, match="id_init"):
-        FinetuneConfig(strategy="full", id_init="svd")
+        FinetuneConfig.bare(strategy="full", id_init="svd")

@@ -21,7 +21,7 @@ from metarec.models.seqrec import GATE_LR, add_last_item_gate
 from metarec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from metarec.training.loop import TrainConfig
 from metarec.training.loop import make_optimizer as train_optimizer
-from metarec.training.workflow import ModelSpec
+from metarec.workflows.pretrain import ModelSpec
 from test_finetune import _reload
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 
@@ -67,10 +67,12 @@ def test_a_gate_at_zero_changes_nothing_and_a_set_gate_adds_the_last_item():
 def test_every_strategy_trains_the_gate_at_its_own_rate(strategy):
     model = _model()
     n_before = count_parameters(model)[1]
-    names = prepare(model, FinetuneConfig(strategy=strategy, last_item_gate=True, gate_lr=0.05))
+    names = prepare(
+        model, FinetuneConfig.bare(strategy=strategy, last_item_gate=True, gate_lr=0.05)
+    )
     assert "last_item_gate" in names
     assert count_parameters(model)[1] == n_before + 1
-    opt = make_optimizer(model, FinetuneConfig(strategy=strategy, gate_lr=0.05), 1e-3, 0.01)
+    opt = make_optimizer(model, FinetuneConfig.bare(strategy=strategy, gate_lr=0.05), 1e-3, 0.01)
     (group,) = [g for g in opt.param_groups if any(p is model.last_item_gate for p in g["params"])]
     assert group["lr"] == 0.05 and group["weight_decay"] == 0.0 and len(group["params"]) == 1
     # the other groups keep the strategy's rate
@@ -97,7 +99,7 @@ def test_checkpoints_adapters_and_merged_lora_keep_the_gate_and_the_fusion_weigh
         tmp_path / "base", Checkpoint(base, "seqrec", ["u"], [f"i{i}" for i in range(N)], {})
     )
     moved = to_catalogue(base, torch.randn(10, TEXT))
-    config = FinetuneConfig(strategy="lora", last_item_gate=True, text_fusion=True)
+    config = FinetuneConfig.bare(strategy="lora", last_item_gate=True, text_fusion=True)
     names = prepare(moved, config)
     assert "text_fusion_weight" not in names  # fitted after training, not trained
     moved.text_fusion_weight.fill_(4.0)
@@ -125,4 +127,4 @@ def test_model_spec_passes_the_gate_and_bad_rates_are_refused():
     assert ModelSpec(last_item_gate=True).seqrec_config(10, 8).last_item_gate
     assert not ModelSpec().seqrec_config(10, 8).last_item_gate
     with pytest.raises(ValueError, match="gate_lr"):
-        FinetuneConfig(gate_lr=0.0)
+        FinetuneConfig.bare(gate_lr=0.0)

@@ -15,7 +15,7 @@ from metarec.adapt import PolicyConfig, make_policy
 from metarec.data.schema import Interactions
 from metarec.errors import CheckpointError
 from metarec.meta import (
-    ALGORITHMS,
+    LEARNERS,
     LearnerSpec,
     MetaTrainConfig,
     PolicyBundle,
@@ -192,7 +192,7 @@ def test_corrupt_meta_checkpoints_raise_checkpoint_error(tmp_path):
 
 
 def test_learner_specs_round_trip_and_check_themselves():
-    for algorithm in ALGORITHMS:
+    for algorithm in LEARNERS:
         policy = PolicyConfig("head" if algorithm == "anil" else "lora", targets=("blocks.0.ff.0",))
         s = LearnerSpec(algorithm, policy, None)
         assert LearnerSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s

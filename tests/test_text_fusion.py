@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from metarec.adapt.finetune import FinetuneConfig, prepare
-from metarec.adapt.workflow import finetune
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.next_item import EvalSet, evaluate_next_item
@@ -20,7 +19,8 @@ from metarec.models.seqrec import add_text_fusion
 from metarec.training.fusion import FUSION_WEIGHTS, fit_text_fusion
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, pretrain_seqrec
+from metarec.workflows.finetune import finetune
+from metarec.workflows.pretrain import ModelSpec, pretrain_seqrec
 from test_finetune import _dataset
 from test_last_item_gate import TEXT, N
 from test_last_item_gate import _batch as gate_batch
@@ -68,7 +68,7 @@ def test_fusion_needs_item_text():
     with pytest.raises(ValueError, match="text_fusion needs item text"):
         add_text_fusion(ids)
     with pytest.raises(ConfigError, match="text_fusion needs item text"):
-        prepare(ids, FinetuneConfig(strategy="full", text_fusion=True))
+        prepare(ids, FinetuneConfig.bare(strategy="full", text_fusion=True))
 
 
 def _twins() -> tuple[torch.Tensor, EvalSet]:
@@ -131,12 +131,13 @@ def test_finetune_and_pretraining_fit_the_weight_on_validation():
     data = prepare_next_item(leave_one_out(target), target.n_users, target.n_items, 6)
     train = TrainConfig(max_epochs=1, batch_size=8, progress=False, seed=4)
     model = _model()
-    res = finetune(model, data, FinetuneConfig(strategy="head", text_fusion=True), train)
+    res = finetune(model, data, FinetuneConfig.bare(strategy="head", text_fusion=True), train)
     assert res.fusion is not None and res.model.config.text_fusion
     assert res.model.text_fusion_weight.item() == res.fusion.weight
     assert res.fusion.valid[res.fusion.weight] == max(res.fusion.valid.values())
-    assert FinetuneConfig().text_fusion is False
-    assert finetune(_model(), data, FinetuneConfig(strategy="head"), train).fusion is None
+    # the product default fuses wherever the model reads text; bare() never does
+    assert FinetuneConfig().fuses_text(model) and not FinetuneConfig.bare().fuses_text(model)
+    assert finetune(_model(), data, FinetuneConfig.bare(strategy="head"), train).fusion is None
     spec = ModelSpec(
         item_repr="text", dim=16, n_layers=1, n_heads=2, max_len=6, text_hidden=0,
         text_fusion=True,

@@ -16,7 +16,7 @@ from metarec.evaluation.next_item import evaluate_next_item
 from metarec.training.checkpoint import load_checkpoint
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import fit_popularity, prepare_next_item
-from metarec.training.workflow import ModelSpec, TextFeatures, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, TextFeatures, pretrain_seqrec
 
 N_USERS, N_ITEMS = 60, 30
 

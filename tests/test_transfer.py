@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from metarec.adapt.adapter_io import load_adapter
-from metarec.adapt.workflow import target_data
 from metarec.bench.transfer_init import MetaInitConfig
 from metarec.bench.transfer_scientific import TransferConfig, run_transfer
 from metarec.config import transfer_quick_config
@@ -23,7 +22,8 @@ from metarec.models import SeqBatch
 from metarec.training.checkpoint import load_checkpoint
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, pretrain_seqrec
+from metarec.workflows.finetune import target_data
+from metarec.workflows.pretrain import ModelSpec, pretrain_seqrec
 from test_cli import run_cli
 from test_meta_helpers import one_thread  # noqa: F401  (autouse)
 
@@ -95,9 +95,10 @@ def test_finetune_command_writes_an_adapter_and_a_merged_model(
         cost["trainable_params"] / cost["total_params"]
     )
     assert cost["adapter_bytes"] >= 4 * cost["trainable_params"]
-    # the adapter file holds only the LoRA tensors
+    # the adapter file holds only the LoRA tensors and the last-item gate (on by default)
     names = json.loads((out / "adapter.json").read_text())["trainable"]
-    assert names and all("lora_" in n for n in names)
+    assert names and all("lora_" in n or n == "last_item_gate" for n in names)
+    assert "last_item_gate" in names
 
 
 def test_finetune_command_refuses_bad_input(domains, tmp_path, monkeypatch, capsys):
@@ -115,7 +116,7 @@ def test_finetune_command_refuses_bad_input(domains, tmp_path, monkeypatch, caps
     assert code == 1 and "--fraction" in err
     code, _, err = run_cli(
         monkeypatch, capsys, "finetune", "--base", "x", "--data", domains[2],
-        "--id-init", "cooccurrence",
+        "--id-init", "cooccurrence", "--no-item-ids",
     )  # fmt: skip
     assert code == 1 and "id_init='cooccurrence' needs item ids" in err
 

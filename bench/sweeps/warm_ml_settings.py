@@ -19,7 +19,7 @@ from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
 
 
 def main() -> None:

@@ -195,7 +195,7 @@ def pretrain(
     from metarec.data.combine import load_combined
     from metarec.data.splits import fold_train_dataset, leave_one_out
     from metarec.training.pretrain import prepare_next_item
-    from metarec.training.workflow import pretrain_seqrec, write_pretrain_report
+    from metarec.workflows.pretrain import pretrain_seqrec, write_pretrain_report
 
     flags = {
         "item_repr": item_repr,
@@ -239,7 +239,7 @@ def evaluate(
     ),
 ) -> None:
     """Evaluate a checkpoint on the leave-one-out test users of a dataset (full ranking)."""
-    from metarec.evaluation.checkpoint_eval import evaluate_checkpoint
+    from metarec.workflows.evaluate import evaluate_checkpoint
 
     _writable_folder(out)
     result = evaluate_checkpoint(model, data, out)
@@ -276,7 +276,7 @@ def meta_train(
     from metarec.config import meta_train_settings
     from metarec.data.loaders.registry import load_dataset
     from metarec.evaluation.report import format_table
-    from metarec.meta.workflow import meta_train_fold
+    from metarec.workflows.meta_train import meta_train_fold
 
     spec, tasks, train = meta_train_settings(
         config,
@@ -312,7 +312,7 @@ def adapt(
 ) -> None:
     """Show the top-N before and after adapting a meta-trained model to a user's items."""
     from metarec.meta.checkpoint import load_meta_checkpoint
-    from metarec.meta.workflow import before_after
+    from metarec.workflows.meta_train import before_after
 
     raw = [part for arg in ids for part in arg.split(",") if part]
     typer.echo(before_after(load_meta_checkpoint(model), raw, top, steps))
@@ -370,12 +370,15 @@ def bench_coldstart_ml(
     fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
     k: Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")] = None,
     method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
-    policy: Annotated[str, typer.Option(help="Fast parameters of the meta-learners.")] = "head",
+    policy: Annotated[
+        str | None, typer.Option(help="Fast parameters of the meta-learners (default: head).")
+    ] = None,
     pretrain_budget: Annotated[float, typer.Option(help="Pretraining seconds per fold.")] = 180,
     meta_budget: Annotated[float, typer.Option(help="Meta-training seconds per method.")] = 120,
     outer_lr: Annotated[
-        float, typer.Option(help="AdamW outer rate of maml, fomaml and meta-sgd.")
-    ] = 3e-4,
+        float | None,
+        typer.Option(help="AdamW outer rate of maml, fomaml and meta-sgd (default: 3e-4)."),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md coldstart-ml: every adaptation method at every K over the folds."""
@@ -394,7 +397,7 @@ def bench_coldstart_ml(
             folds=tuple(fold) if fold else None,
             ks=tuple(k) if k else cfg.ks,
             methods=tuple(method) if method else cfg.methods,
-            policy=PolicyConfig(policy),
+            policy=PolicyConfig(policy) if policy else cfg.policy,
             pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
             meta=replace(cfg.meta, time_budget_s=meta_budget),
             outer_lr=outer_lr,
@@ -515,88 +518,98 @@ def bench_serve_load(
 def finetune(
     base: Annotated[Path, typer.Option(help="Pretrained checkpoint folder.")],
     data: Annotated[str, typer.Option("--data", help="Target dataset name or path.")],
-    strategy: Annotated[str, typer.Option(help="full | lora | adapter | adaptor | head")] = "lora",
+    strategy: Annotated[
+        str | None, typer.Option(help="full | lora | adapter | adaptor | head (default: lora)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the adapter or checkpoint.")] = Path(
         "metarec-finetuned"
     ),
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
+    ] = None,
     fraction: Annotated[float, typer.Option(help="Share of the target's training users.")] = 1.0,
-    optimizer: Annotated[str, typer.Option(help="adamw | adagrad | sgd")] = "adamw",
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-3,
-    max_epochs: Annotated[int, typer.Option()] = 100,
+    optimizer: Annotated[str | None, typer.Option(help="adamw | adagrad | sgd")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (default: the strategy's).")
+    ] = None,
+    max_epochs: Annotated[int | None, typer.Option()] = None,
     time_budget: Annotated[float | None, typer.Option(help="Stop training after N s.")] = None,
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default 4).")] = None,
     id_rank: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="lora with --item-ids: a rank-N LoRA on the item id table (0: the whole table)."
+            help="lora with item ids: a rank-N LoRA on the id table (0: the whole table; "
+            "default 2)."
         ),
-    ] = 0,
+    ] = None,
     item_ids: Annotated[
         bool | None,
-        typer.Option(help="Train id embeddings for the target's items (default: only for full)."),
+        typer.Option(help="Train id vectors for the target's items (default: full and lora)."),
     ] = None,
     id_init: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="With item ids: zero | cooccurrence (start them from the target's own item "
-            "co-occurrence; frozen there under lora)."
+            "co-occurrence; frozen there under lora; default: cooccurrence under lora)."
         ),
-    ] = "zero",
+    ] = None,
     merge: Annotated[
         bool, typer.Option(help="Also write a plain merged checkpoint to OUT/merged.")
     ] = False,
     restart_adaptor: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="New domain: start the text adaptor at the target text's principal axes."
+            "--restart-adaptor/--no-restart-adaptor",
+            help="New domain: start the text adaptor at the target text's principal axes "
+            "(default: on).",
         ),
-    ] = False,
+    ] = None,
     last_item_gate: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Add a learned scalar (from 0) that mixes the last item's vector into the "
-            "user's; trained under every strategy."
+            "--last-item-gate/--no-last-item-gate",
+            help="A learned scalar (from 0) that mixes the last item's vector into the user's "
+            "(default: on).",
         ),
-    ] = False,
+    ] = None,
     text_fusion: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--text-fusion/--no-text-fusion",
             help="Add the last item's raw text similarity to the scores, at a weight picked "
-            "on the validation rows after training."
+            "on the validation rows after training (default: when the model reads text).",
         ),
-    ] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Adapt a pretrained model to a target dataset (a new domain or new behaviour)."""
-    from metarec.adapt.finetune import FinetuneConfig
-    from metarec.adapt.workflow import finetune_checkpoint, write_finetune_report
+    from metarec.config import finetune_settings
     from metarec.data.loaders.registry import load_dataset
-    from metarec.training.loop import TrainConfig
+    from metarec.workflows.finetune import finetune_checkpoint, write_finetune_report
 
-    try:
-        config = FinetuneConfig(
-            strategy=strategy,
-            optimizer=optimizer,
-            lora_rank=lora_rank,
-            item_ids=item_ids,
-            restart_adaptor=restart_adaptor,
-            id_rank=id_rank,
-            id_init=id_init,
-            last_item_gate=last_item_gate,
-            text_fusion=text_fusion,
-        )
-        train = TrainConfig(
-            batch_size=64, lr=lr, max_epochs=max_epochs, patience=5, seed=seed,
-            time_budget_s=time_budget,
-        )  # fmt: skip
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    options = {
+        "strategy": strategy,
+        "optimizer": optimizer,
+        "lora_rank": lora_rank,
+        "item_ids": item_ids,
+        "restart_adaptor": restart_adaptor,
+        "id_rank": id_rank,
+        "id_init": id_init,
+        "last_item_gate": last_item_gate,
+        "text_fusion": text_fusion,
+    }
+    train_flags = {"lr": lr, "max_epochs": max_epochs, "time_budget_s": time_budget, "seed": seed}
+    settings, train = finetune_settings(config, options, train_flags)
     if not 0 < fraction <= 1:
         raise ConfigError(f"--fraction must be in (0, 1], got {fraction}")
     _writable_folder(out)
     target = load_dataset(data)
-    res, files = finetune_checkpoint(base, target, config, train, out, fraction, merge)
-    report = write_finetune_report(res, target, config, fraction, out)
+    res, files = finetune_checkpoint(base, target, settings, train, out, fraction, merge)
+    report = write_finetune_report(res, target, settings, fraction, out)
+    _print_finetune(res, files, report)
+
+
+def _print_finetune(res, files: dict, report: Path) -> None:
     for name, metrics in (("before", res.before), ("after", res.after)):
         typer.echo(f"{name:7s}" + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if res.fusion is not None:
@@ -672,7 +685,7 @@ def items_add(
 ) -> None:
     """Add items to a trained model; they are scored from their text, without retraining."""
     from metarec.data.loaders.generic import read_item_text
-    from metarec.training.catalogue import add_items
+    from metarec.workflows.items import add_items
 
     _writable_folder(out)
     ids, texts = read_item_text(items, id_column, tuple(text_column or ["text"]))

@@ -9,19 +9,17 @@ import tomllib
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from metarec.adapt.policies import PolicyConfig
+from metarec.adapt.finetune import FinetuneConfig, finetune_train
+from metarec.adapt.policies import DEFAULT_POLICY, PolicyConfig
 from metarec.bench.coldstart_ml import ColdstartConfig
 from metarec.bench.transfer_scientific import TransferConfig
 from metarec.bench.warm_ml import WarmMLConfig
 from metarec.errors import ConfigError
-from metarec.meta.learners import ALGORITHMS, CONFIG_CLASSES, LearnerSpec
+from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
-from metarec.meta.workflow import FoldTasks
 from metarec.training.loop import TrainConfig
-from metarec.training.workflow import ModelSpec
-
-SEQREC_TRAIN = TrainConfig(batch_size=32, lr=2e-3)
-
+from metarec.workflows.meta_train import FoldTasks
+from metarec.workflows.pretrain import DEFAULT_SPEC, DEFAULT_TRAIN, ModelSpec
 
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
@@ -82,7 +80,10 @@ def read_toml(path: Path) -> dict:
 def pretrain_settings(
     path: Path | None, model_flags: dict, train_flags: dict
 ) -> tuple[ModelSpec, TrainConfig]:
-    """Merge defaults < TOML file ([model], [train]) < command-line flags that were given."""
+    """Merge the product's defaults (``DEFAULT_SPEC``, ``DEFAULT_TRAIN``) < TOML file ([model],
+    [train]) < command-line flags that were given. Choosing another item representation drops
+    the defaults it has no use for (an id start for text-only, a text start for id-only) unless
+    the file or a flag sets them."""
     doc = read_toml(path) if path is not None else {}
     unknown = sorted(set(doc) - {"model", "train"})
     if unknown:
@@ -90,13 +91,31 @@ def pretrain_settings(
     for table in ("model", "train"):
         if not isinstance(doc.get(table, {}), dict):
             raise ConfigError(f"{path}: [{table}] must be a table of settings")
-    model = {**doc.get("model", {}), **{k: v for k, v in model_flags.items() if v is not None}}
-    train = {**SEQREC_TRAIN.to_dict(), **doc.get("train", {})}
+    chosen = {**doc.get("model", {}), **{k: v for k, v in model_flags.items() if v is not None}}
+    base = DEFAULT_SPEC.with_items(chosen.get("item_repr", DEFAULT_SPEC.item_repr))
+    model = {**asdict(base), **chosen}
+    train = {**DEFAULT_TRAIN.to_dict(), **doc.get("train", {})}
     train.update({k: v for k, v in train_flags.items() if v is not None})
     where = str(path) if path is not None else "options"
     return _build(ModelSpec, model, f"{where} [model]"), _build(
         TrainConfig, train, f"{where} [train]"
     )
+
+
+def finetune_settings(
+    path: Path | None, model_flags: dict, train_flags: dict
+) -> tuple[FinetuneConfig, TrainConfig]:
+    """Merge the product's defaults < TOML file < flags for ``metarec finetune``.
+
+    [model]: ``FinetuneConfig`` (strategy, lora_rank, item_ids, ...; its defaults are the
+    settings transfer-scientific validated); [train]: ``TrainConfig``, starting from the
+    strategy's validated loop (``adapt.finetune.finetune_train``)."""
+    doc = _read_tables(path, ("model", "train"))
+    where = str(path) if path is not None else "options"
+    model = {**doc["model"], **_given(model_flags)}
+    config = _build(FinetuneConfig, model, f"{where} [model]")
+    train = {**finetune_train(config.strategy).to_dict(), **doc["train"], **_given(train_flags)}
+    return config, _build(TrainConfig, train, f"{where} [train]")
 
 
 def _read_tables(path: Path | None, allowed: tuple[str, ...]) -> dict[str, dict]:
@@ -129,10 +148,10 @@ def meta_train_settings(
     where = str(path) if path is not None else "options"
     meta = {**doc["meta"], **_given(meta_flags)}
     algorithm = meta.pop("algorithm", "maml")
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"{where} [meta]: algorithm must be one of {', '.join(ALGORITHMS)}")
+    if algorithm not in LEARNERS:
+        raise ConfigError(f"{where} [meta]: algorithm must be one of {', '.join(LEARNERS)}")
     task_keys = {f.name for f in fields(FoldTasks)}
-    config_cls = CONFIG_CLASSES[algorithm]
+    config_cls = LEARNERS[algorithm].config_class
     known = task_keys | {f.name for f in fields(config_cls)} | {"algorithm"}
     if unknown := sorted(set(meta) - known):
         raise ConfigError(
@@ -140,11 +159,10 @@ def meta_train_settings(
             f"known keys: {', '.join(sorted(known))}"
         )
     tasks = _build(FoldTasks, {k: v for k, v in meta.items() if k in task_keys}, f"{where} [meta]")
-    values = {k: v for k, v in meta.items() if k not in task_keys}
-    if algorithm in VALIDATED_INNER_LOOPS:  # unless the file or a flag says otherwise
-        values = {**validated_learner_config(algorithm), **values}
-    if algorithm == "fomaml":
-        values.setdefault("first_order", True)
+    values = {
+        **LEARNERS[algorithm].defaults,
+        **{k: v for k, v in meta.items() if k not in task_keys},
+    }
     config = _build(config_cls, values, f"{where} [meta]")
     policy = _policy_config({**doc["model"], **_given(policy_flags)}, algorithm, where)
     try:
@@ -155,27 +173,13 @@ def meta_train_settings(
     return spec, tasks, train
 
 
-# the meta-learners whose inner loop and outer rate coldstart-ml validated (bench/README.md,
-# 2026-12-03: inner SGD at 0.05 for 3 steps, AdamW outer rate 3e-4); the algorithm configs' own
-# defaults (one inner step at 0.01, outer 1e-3) hardly move the head in one step and left MAML
-# and Meta-SGD with identical results on fold 0
-VALIDATED_INNER_LOOPS = ("maml", "fomaml", "reptile", "meta-sgd")
-
-
-def validated_learner_config(algorithm: str) -> dict:
-    """The config values coldstart-ml runs ``algorithm`` with (``VALIDATED_INNER_LOOPS``)."""
-    from metarec.bench.coldstart_ml import ColdstartConfig
-
-    return asdict(ColdstartConfig().learner_spec(algorithm).config)
-
-
 def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
     known = {"policy"} | {f.name for f in fields(PolicyConfig)} - {"name"}
     if unknown := sorted(set(values) - known):
         raise ConfigError(
             f"{where} [model]: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
         )
-    name = values.pop("policy", "head")  # fast enough for request-time adaptation
+    name = values.pop("policy", DEFAULT_POLICY)
     return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
 
 

@@ -6,16 +6,21 @@ to ``torch.func.functional_call``. So every policy works with every meta-learner
 whose parameters it can name.
 
 - ``all``: every parameter.
-- ``head``: SeqRec's last transformer block and final LayerNorm; for other models the parameters
-  of the last module that owns any (BPR: the item embedding).
+- ``head``: the model's declared head (``adaptation_surfaces().head``; SeqRec: the last transformer
+  block and final LayerNorm); for a model that declares none, the parameters of the last module
+  that owns any.
 - ``bias``: every parameter whose name ends in ``bias`` plus every LayerNorm/RMSNorm parameter.
 - ``lora``: rank-r matrices A (r, in) and B (out, r) per chosen ``nn.Linear``; the effective weight
-  is ``W + (alpha / r) * B @ A`` (SeqRec default: attention qkv/out and both feed-forward layers).
-  B starts at zero, so an unadapted LoRA leaves the model's output unchanged.
-- ``user-embedding``: one vector u (D,) per user, added to the user representation. For SeqRec it
-  is added to the bias of the final LayerNorm, which shifts every hidden state (the user vector at
-  each position) by u and leaves item vectors alone; for BPR it is added to every row of the user
-  table (a task holds one user). Other models name the parameter(s) through ``targets``.
+  is ``W + (alpha / r) * B @ A`` (default targets: the model's declared ``lora`` surface; SeqRec:
+  attention qkv/out and both feed-forward layers). B starts at zero, so an unadapted LoRA leaves
+  the model's output unchanged.
+- ``user-embedding``: one vector u (D,) per user, added to the model's declared ``user_vector``
+  parameter(s). For SeqRec that is the bias of the final LayerNorm, which shifts every hidden
+  state (the user vector at each position) by u and leaves item vectors alone; for BPR every row
+  of the user table (a task holds one user).
+
+Policies are found by name in ``POLICIES`` (name -> builder): a new policy is one class and one
+line there. ``DEFAULT_POLICY`` and the LoRA rank / alpha are the product's defaults, here once.
 
 For ``all``, ``head`` and ``bias`` the initial fast parameters are the model's own Parameter
 objects (not copies), so a meta-gradient through them reaches the model; nothing writes into them.
@@ -24,7 +29,7 @@ objects (not copies), so a meta-gradient through them reaches the model; nothing
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Protocol
@@ -32,12 +37,16 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from metarec.models.baselines import BPR
-from metarec.models.seqrec import SeqRec
+from metarec.models.surfaces import AdaptationSurfaces
 
-POLICIES = ("all", "head", "bias", "lora", "user-embedding")
+# the product's fast-parameter policy: fast enough for request-time adaptation, and the one
+# coldstart-ml validated for every meta-learner (bench/README.md, 2026-12-03)
+DEFAULT_POLICY = "head"
+# LoRA's rank and alpha everywhere LoRA is applied (this policy and LoRA fine-tuning): the
+# transfer-scientific setting where LoRA reached 97% of full fine-tuning (2026-12-03)
+LORA_RANK = 4
+LORA_ALPHA = 16.0
 USER_VECTOR = "user_vector"  # the one fast tensor of the user-embedding policy
-_SEQREC_LORA = ("blocks.*.attn.qkv", "blocks.*.attn.out", "blocks.*.ff.0", "blocks.*.ff.3")
 
 Params = dict[str, torch.Tensor]
 
@@ -51,15 +60,15 @@ class PolicyConfig:
     default for the model. Used by ``head``, ``lora`` and ``user-embedding``.
     """
 
-    name: str = "all"
-    rank: int = 4  # lora
-    alpha: float = 8.0  # lora: delta = (alpha / rank) * B @ A
+    name: str = DEFAULT_POLICY
+    rank: int = LORA_RANK  # lora
+    alpha: float = LORA_ALPHA  # lora: delta = (alpha / rank) * B @ A
     targets: tuple[str, ...] = ()
     seed: int = 0  # lora: initialisation of A
 
     def __post_init__(self) -> None:
         if self.name not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {self.name!r}")
+            raise ValueError(f"policy must be one of {tuple(POLICIES)}, got {self.name!r}")
         if not isinstance(self.rank, int) or self.rank < 1:
             raise ValueError(f"lora rank must be a positive integer, got {self.rank!r}")
         if not self.alpha > 0:
@@ -90,10 +99,16 @@ class FastPolicy(Protocol):
 
 def make_policy(config: PolicyConfig, model: nn.Module) -> FastPolicy:
     """Resolve a policy against a model's parameter names (errors are raised here, eagerly)."""
-    if config.name == "lora":
-        return LoraPolicy(config, model)
-    if config.name == "user-embedding":
-        return UserEmbeddingPolicy(config, model)
+    return POLICIES[config.name](config, model)
+
+
+def surfaces(model: nn.Module) -> AdaptationSurfaces:
+    """The adaptation surfaces ``model`` declares (none declared: an empty set)."""
+    declare = getattr(model, "adaptation_surfaces", None)
+    return declare() if callable(declare) else AdaptationSurfaces()
+
+
+def _subset_policy(config: PolicyConfig, model: nn.Module) -> SubsetPolicy:
     names = _subset_names(config, model)
     if not names:
         raise ValueError(f"policy {config.name!r} selects no parameter of {type(model).__name__}")
@@ -127,7 +142,7 @@ class LoraPolicy:
     name = "lora"
 
     def __init__(self, config: PolicyConfig, model: nn.Module):
-        patterns = config.targets or (_SEQREC_LORA if isinstance(model, SeqRec) else ("*",))
+        patterns = config.targets or surfaces(model).lora or ("*",)
         self.layers = {  # module name -> (out_features, in_features)
             name: (mod.out_features, mod.in_features)
             for name, mod in model.named_modules()
@@ -216,8 +231,8 @@ def _subset_names(config: PolicyConfig, model: nn.Module) -> tuple[str, ...]:
 
 
 def _default_head(model: nn.Module) -> tuple[str, ...]:
-    if isinstance(model, SeqRec):
-        return (f"blocks.{len(model.blocks) - 1}", "norm")
+    if declared := surfaces(model).head:
+        return declared
     owners = [
         (name, mod)
         for name, mod in model.named_modules()
@@ -230,10 +245,8 @@ def _default_head(model: nn.Module) -> tuple[str, ...]:
 
 
 def _default_user_targets(model: nn.Module) -> tuple[str, ...]:
-    if isinstance(model, SeqRec):
-        return ("norm.bias",)
-    if isinstance(model, BPR):
-        return ("user_embedding.weight",)
+    if declared := surfaces(model).user_vector:
+        return declared
     raise ValueError(
         f"policy 'user-embedding' has no default target for {type(model).__name__}; "
         "set targets to the parameter(s) the user vector is added to"
@@ -259,3 +272,13 @@ def _check_keys(policy: str, fast: Params, expected: Iterable[str]) -> None:
         raise ValueError(
             f"fast parameters do not fit policy {policy!r}: missing {missing}, unexpected {extra}"
         )
+
+
+# name -> builder(config, model); a new policy is one class and one line here
+POLICIES: dict[str, Callable[[PolicyConfig, nn.Module], FastPolicy]] = {
+    "all": _subset_policy,
+    "head": _subset_policy,
+    "bias": _subset_policy,
+    "lora": LoraPolicy,
+    "user-embedding": UserEmbeddingPolicy,
+}

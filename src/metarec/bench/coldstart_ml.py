@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ from metarec.bench.cold_users import (
     score_popularity,
     score_users,
 )
+from metarec.bench.coldstart_methods import FINETUNE, FINETUNE_POLICY, META, METHODS
+from metarec.bench.coldstart_report import write_coldstart
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
@@ -48,22 +50,14 @@ from metarec.data.splits import (
 from metarec.errors import ConfigError
 from metarec.meta.inference import PolicyBundle
 from metarec.meta.inner_optim import adamw
-from metarec.meta.learners import LearnerSpec, build_learner
-from metarec.meta.maml import MAMLConfig
-from metarec.meta.meta_sgd import MetaSGDConfig
-from metarec.meta.reptile import ReptileConfig
+from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.tasks import next_item_tasks
 from metarec.meta.train import MetaTrainConfig, meta_train
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
 
 PROTOCOL = "coldstart-ml"
-BASELINES = ("popularity", "no-adapt")
-FINETUNE = ("finetune-all", "finetune-head", "lora")
-META = ("maml", "fomaml", "reptile", "meta-sgd")
-METHODS = BASELINES + FINETUNE + META
-FINETUNE_POLICY = {"finetune-all": "all", "finetune-head": "head", "lora": "lora"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,10 @@ class ColdstartConfig:
     ks: tuple[int, ...] = (1, 3, 5, 10, 20)
     n_query: int = 20
     methods: tuple[str, ...] = METHODS
-    spec: ModelSpec = field(default_factory=ModelSpec)
+    # the model the meta-learners were validated on: an MLP text adaptor (256 wide) with id
+    # dropout 0.2 and random starts, not the product's pretraining recipe (DEFAULT_SPEC), which
+    # warm-ml tuned later; kept so that figures stay comparable across runs
+    spec: ModelSpec = field(default_factory=lambda: ModelSpec(text_hidden=256, id_dropout=0.2))
     pretrain: TrainConfig = field(
         default_factory=lambda: TrainConfig(batch_size=32, lr=2e-3, time_budget_s=180)
     )
@@ -85,13 +82,15 @@ class ColdstartConfig:
             meta_batch_size=16, max_steps=1000, eval_every=20, patience=5, time_budget_s=120
         )
     )
-    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig("head"))
-    inner_lr: float = 0.05  # SGD inner loop of the meta-learners (Meta-SGD: the initial rate)
-    inner_steps: int = 3
-    # AdamW outer rate of MAML, first-order MAML and Meta-SGD (Reptile steps by its own
-    # interpolation size). With one tower pass per meta step a 120 s budget holds ~300 steps at
-    # two threads; at 1e-3 the meta-validation curve peaked by step 60 and fell after (fold 0).
-    outer_lr: float = 3e-4
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the product's (head)
+    # the meta-learners run with the product's inner loop (meta.core.INNER_LR x INNER_STEPS,
+    # AdamW outer rate OUTER_LR), which this protocol validated; a value here overrides it
+    # visibly for this run (--outer-lr). With one tower pass per meta step a 120 s budget holds
+    # ~300 steps at two threads; at 1e-3 the meta-validation curve peaked by step 60 and fell
+    # after (fold 0), hence 3e-4.
+    inner_lr: float | None = None  # SGD inner rate (Meta-SGD: the initial rate)
+    inner_steps: int | None = None
+    outer_lr: float | None = None  # maml, fomaml, meta-sgd (Reptile steps by its own size)
     finetune_steps: int = 5
     finetune_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2)  # AdamW, chosen on validation users
     select_k: int = 5
@@ -109,37 +108,32 @@ class ColdstartConfig:
             raise ConfigError(f"select_k={self.select_k} must be one of ks {self.ks} and >= 2")
         if self.folds is not None and not all(0 <= f < self.n_folds for f in self.folds):
             raise ConfigError(f"folds {self.folds} must lie in [0, n_folds={self.n_folds})")
-        if not self.outer_lr > 0:
+        if self.outer_lr is not None and not self.outer_lr > 0:
             raise ConfigError(f"outer_lr must be positive, got {self.outer_lr}")
-        if self.inner_steps < 1 or self.finetune_steps < 1 or not self.finetune_lrs:
-            raise ConfigError("inner_steps and finetune_steps must be >= 1, finetune_lrs given")
+        if (self.inner_steps is not None and self.inner_steps < 1) or self.finetune_steps < 1:
+            raise ConfigError("inner_steps and finetune_steps must be >= 1")
+        if not self.finetune_lrs:
+            raise ConfigError("finetune_lrs must name at least one rate")
 
     def fold_list(self) -> tuple[int, ...]:
         return tuple(range(self.n_folds)) if self.folds is None else self.folds
 
+    def inner_loop(self) -> dict[str, float]:
+        """The inner loop this run's meta-learners use (MAML's: rate, steps, outer rate)."""
+        config = self.learner_spec("maml").config
+        return {k: getattr(config, k) for k in ("inner_lr", "inner_steps", "outer_lr")}
+
     def learner_spec(self, method: str) -> LearnerSpec:
-        """The meta-learner a META method names, with this run's inner loop."""
-        steps, lr = self.inner_steps, self.inner_lr
-        if method in ("maml", "fomaml"):
-            config = MAMLConfig(
-                inner_lr=lr,
-                inner_steps=steps,
-                first_order=method == "fomaml",
-                outer_lr=self.outer_lr,
-            )
-        elif method == "reptile":
-            config = ReptileConfig(inner_lr=lr, inner_steps=steps)
-        elif method == "meta-sgd":
-            config = MetaSGDConfig(
-                alpha_init=lr,
-                inner_steps=steps,
-                per="tensor",
-                outer_lr=self.outer_lr,
-                hyper_lr=1e-2,
-            )
-        else:
+        """The meta-learner a META method names: the registry's default config, with this
+        run's overrides of the inner loop (if any)."""
+        if method not in META:
             raise ValueError(f"{method} is not a meta-learner")
-        return LearnerSpec(method, self.policy, config)
+        config = default_config(method)
+        names = {f.name for f in fields(config)}
+        rate = "alpha_init" if "alpha_init" in names else "inner_lr"
+        given = {rate: self.inner_lr, "inner_steps": self.inner_steps, "outer_lr": self.outer_lr}
+        overrides = {k: v for k, v in given.items() if v is not None and k in names}
+        return LearnerSpec(method, self.policy, replace(config, **overrides))
 
 
 @dataclass
@@ -156,7 +150,6 @@ class FoldRun:
 
 def run_coldstart_ml(cfg: ColdstartConfig, log: Callable[[str], None] = print) -> dict:
     """Run the protocol; returns {"results", "metrics_json", "report", "comparisons"}."""
-    from metarec.bench.coldstart_report import write_coldstart
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

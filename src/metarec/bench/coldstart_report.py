@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarec.bench.coldstart_methods import FINETUNE_POLICY, META
 from metarec.data.schema import Dataset
 from metarec.evaluation.metrics import mean_ci95
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
@@ -50,7 +51,6 @@ class Comparison:
 
 def summarise(cfg, runs) -> list[ResultRow]:
     """One row per (method, K) in the config's method order, every fold's figures pooled."""
-    from metarec.bench.coldstart_ml import META
 
     rows = []
     for method in cfg.methods:
@@ -71,7 +71,6 @@ def summarise(cfg, runs) -> list[ResultRow]:
 
 def compare(cfg, runs) -> list[Comparison]:
     """Paired per-fold NDCG@10 differences of each meta-learner against ``COMPARE_WITH``."""
-    from metarec.bench.coldstart_ml import META
 
     out = []
     for method in (m for m in META if m in cfg.methods):
@@ -210,7 +209,6 @@ def _cost(method: str, k: int, runs, per_fold) -> dict[str, float]:
 
 
 def _policy_of(method: str) -> str:
-    from metarec.bench.coldstart_ml import FINETUNE_POLICY
 
     return FINETUNE_POLICY.get(method, "-")
 
@@ -221,9 +219,7 @@ def _settings(cfg) -> dict:
         "n_query": cfg.n_query,
         "select_k": cfg.select_k,
         "policy": cfg.policy.name,
-        "inner_lr": cfg.inner_lr,
-        "inner_steps": cfg.inner_steps,
-        "outer_lr": cfg.outer_lr,
+        **cfg.inner_loop(),
         "finetune_steps": cfg.finetune_steps,
         "finetune_lrs": list(cfg.finetune_lrs),
         "pretrain_time_budget_s": cfg.pretrain.time_budget_s,
@@ -250,12 +246,13 @@ def _intro(cfg, dataset: Dataset, runs) -> str:
 
 
 def _notes(cfg, runs, comparisons: list[Comparison]) -> list[str]:
+    loop = cfg.inner_loop()
     notes = [
-        f"Meta-learners: {cfg.policy.name!r} fast parameters, {cfg.inner_steps} SGD inner steps "
-        f"(lr {cfg.inner_lr:g}; Meta-SGD learns per-tensor rates from there), meta-trained on "
-        f"tasks at every K >= 2 (AdamW outer rate {cfg.outer_lr:g}; Reptile: interpolation "
-        f"step {cfg.learner_spec('reptile').config.step_size:g}), early-stopped on the "
-        "validation users' tasks at every K >= 2 "
+        f"Meta-learners: {cfg.policy.name!r} fast parameters, {loop['inner_steps']} SGD inner "
+        f"steps (lr {loop['inner_lr']:g}; Meta-SGD learns per-tensor rates from there), "
+        f"meta-trained on tasks at every K >= 2 (AdamW outer rate {loop['outer_lr']:g}; "
+        f"Reptile: interpolation step {cfg.learner_spec('reptile').config.step_size:g}), "
+        "early-stopped on the validation users' tasks at every K >= 2 "
         f"(meta-batch {cfg.meta.meta_batch_size}, budget {cfg.meta.time_budget_s} s).",
         f"Fine-tuning baselines: {cfg.finetune_steps} AdamW steps, learning rate chosen from "
         f"{list(cfg.finetune_lrs)} on the validation users at K={cfg.select_k}; chosen: "

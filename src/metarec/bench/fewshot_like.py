@@ -51,7 +51,7 @@ from metarec.errors import ConfigError
 from metarec.models.cross_encoder import CrossEncoderConfig
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
-from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
 
 PROTOCOL = "fewshot-like"
 BASELINES = ("history-mean", "popularity", "logreg-baseline")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from metarec.adapt.workflow import METRICS
-from metarec.bench.transfer_scientific import BASELINES
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
 from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
+from metarec.workflows.finetune import METRICS
 
-if TYPE_CHECKING:
-    from metarec.bench.transfer_scientific import Run
+# the target-only baselines of the protocol (every other row is a transferred model)
+BASELINES = ("sasrec-id", "text-only")
 
 # VQ-Rec (Hou et al., WWW 2023) on Scientific, same data and protocol: the bar of issue 4.
 PUBLISHED = {"Recall@10": 0.1211, "NDCG@10": 0.0643}
@@ -88,7 +87,8 @@ def verdicts(rows: list[ResultRow]) -> list[str]:
     return out
 
 
-def write_transfer_report(run: Run, seconds: float) -> dict:
+def write_transfer_report(run: Any, seconds: float) -> dict:
+    """``run``: the runner's ``transfer_scientific.Run`` (its config, datasets and rows)."""
     cfg, rows = run.cfg, run.rows
     out = cfg.out
     refs = {r.method: r.metrics["NDCG@10"] for r in rows if r.setting["fraction"] == 0}

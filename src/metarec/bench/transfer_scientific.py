@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
-from metarec.adapt.finetune import FinetuneConfig
-from metarec.adapt.workflow import KS, METRICS, evaluate, finetune, starting_model, target_data
+from metarec.adapt.finetune import FINETUNE_TRAIN, STRATEGY_LR, FinetuneConfig
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.bench.transfer_init import MetaInitConfig, meta_init
+from metarec.bench.transfer_report import BASELINES, write_transfer_report
 from metarec.data.combine import load_combined
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
@@ -30,7 +30,8 @@ from metarec.training.checkpoint import Checkpoint, load_checkpoint
 from metarec.training.fusion import FusionFit
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import NextItemData, prepare_next_item
-from metarec.training.workflow import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.workflows.finetune import KS, METRICS, evaluate, finetune, starting_model, target_data
+from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
 
 PROTOCOL = "transfer-scientific"
 METHOD_OF = {
@@ -40,7 +41,6 @@ METHOD_OF = {
     "adaptor": "adaptor",
     "head": "finetune-head",
 }
-BASELINES = ("sasrec-id", "text-only")
 
 
 @dataclass(frozen=True)
@@ -52,28 +52,18 @@ class TransferConfig:
     seed: int = 0
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     strategies: tuple[str, ...] = ("full", "lora", "adaptor")
-    lr: dict[str, float] = field(
-        default_factory=lambda: {
-            "full": 1e-3,
-            "lora": 3e-3,
-            "adapter": 3e-3,
-            "adaptor": 2e-3,
-            "head": 2e-3,
-        }
-    )
+    # each strategy's validated rate (adapt.finetune.STRATEGY_LR), overridable per run
+    lr: dict[str, float] = field(default_factory=lambda: dict(STRATEGY_LR))
     # every strategy starts the transferred text adaptor at the target text's principal axes
     # (zero-shot NDCG@10 0.0089 -> 0.0390 on Scientific; no labels involved)
     restart_adaptor: bool = True
-    # FinetuneConfig options per strategy beyond the strategy itself. LoRA's new id table starts
-    # from the target's item co-occurrence and stays frozen there under a rank-2 LoRA (on
-    # Scientific, all users, one thread: NDCG@10 0.0766; the 2026-12-02 run's zero start gave
-    # 0.0624 on another source model); full fine-tuning, which trains the whole table, does not
-    # gain from it (0.0867 vs 0.0876 from zero), so it keeps the zero start
-    options: dict[str, dict] = field(
-        default_factory=lambda: {
-            "lora": {"item_ids": True, "id_rank": 2, "lora_rank": 4, "id_init": "cooccurrence"}
-        }
-    )
+    # FinetuneConfig options per strategy beyond the product's defaults (none: the defaults
+    # are this protocol's findings). LoRA's new id table starts from the target's item
+    # co-occurrence and stays frozen there under a rank-2 LoRA (on Scientific, all users, one
+    # thread: NDCG@10 0.0766; the 2026-12-02 run's zero start gave 0.0624 on another source
+    # model); full fine-tuning, which trains the whole table, does not gain from it (0.0867 vs
+    # 0.0876 from zero), so it keeps the zero start
+    options: dict[str, dict] = field(default_factory=dict)
     # every fine-tuned variant and both baselines get a learned last-item gate (on Scientific,
     # one thread, NDCG@10: LoRA 0.0766 -> 0.0790 and 0.0743 in two runs, full 0.0876 -> 0.0877
     # with all users; with 10% of them full 0.0615 -> 0.0632 and the target-only text model
@@ -97,11 +87,7 @@ class TransferConfig:
     pretrain: TrainConfig = field(
         default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, patience=5, time_budget_s=600)
     )
-    finetune: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            batch_size=64, lr=1e-3, patience=6, max_epochs=60, time_budget_s=600
-        )
-    )
+    finetune: TrainConfig = FINETUNE_TRAIN
     init: MetaInitConfig = field(default_factory=MetaInitConfig)
     progress: bool = True
     quick: bool = False
@@ -252,7 +238,6 @@ def run_baseline(run: Run, data: NextItemData, fraction: float, name: str) -> No
 
 def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dict:
     """The whole protocol; writes metrics.json, report.md and plots under ``cfg.out``."""
-    from metarec.bench.transfer_report import write_transfer_report
 
     start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ from metarec.evaluation.report import (
 )
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import NextItemData, fit_popularity, prepare_next_item, train_bpr
-from metarec.training.workflow import (
+from metarec.workflows.pretrain import (
+    DEFAULT_SPEC,
+    DEFAULT_TRAIN,
     ModelSpec,
     TextFeatures,
     item_text_features,
@@ -50,20 +52,15 @@ class WarmMLConfig:
     # ``seqrec`` for metarec's models (co-occurrence start, then a short cosine decay: the start
     # already validates near the plateau, and the best epoch can come no later than the 6th),
     # ``sasrec`` for the published SASRec (constant rate, early stopping)
-    seqrec: TrainConfig = field(
-        default_factory=lambda: TrainConfig(batch_size=8, lr=2e-3, schedule="cosine", max_epochs=6)
-    )
+    seqrec: TrainConfig = DEFAULT_TRAIN
     sasrec: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=8, lr=2e-3))
     bpr: TrainConfig = field(
         default_factory=lambda: TrainConfig(batch_size=1024, lr=5e-3, weight_decay=0.5)
     )
     # metarec's models: "metarec" with this spec, "metarec-id" with it id-only; "sasrec-id" is
-    # the published SASRec (this spec, id-only, random id vectors)
-    spec: ModelSpec = field(
-        default_factory=lambda: ModelSpec(
-            id_init="cooccurrence", text_hidden=0, text_init="pca", id_dropout=0.0
-        )
-    )
+    # the published SASRec (this spec, id-only, random id vectors). ``DEFAULT_SPEC`` and
+    # ``DEFAULT_TRAIN`` are the product's pretraining defaults, which this protocol found
+    spec: ModelSpec = DEFAULT_SPEC
     progress: bool = True
     quick: bool = False  # smoke-test budgets: marked in metrics.json, never a reported result
     title: str = "warm-ml: next-item recommendation for warm users"

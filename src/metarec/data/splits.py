@@ -196,7 +196,7 @@ def user_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
     """``split`` with train and valid rows of a seeded ``fraction`` of the training users only
     (at least one); the test rows are all kept. The few-shot settings of a new domain: the
     model learns from, and is selected on, those users alone and is tested on everyone, whose
-    test histories must then come from the full split (``adapt.workflow.target_data``)."""
+    test histories must then come from the full split (``workflows.finetune.target_data``)."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     if fraction == 1:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from metarec.evaluation.report import ResultRow
+    from metarec.evaluation.results import ResultRow
 
 
 def row_label(method: str, setting: Mapping[str, Any]) -> str:

@@ -8,18 +8,21 @@ A run collects one ``ResultRow`` per (method, setting), then calls ``write_metri
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from metarec.errors import DataError
-from metarec.evaluation.metrics import mean_ci95
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_bars
+from metarec.evaluation.results import (
+    METRIC_NAMES,
+    SLUG,
+    ResultRow,
+    check_row,
+    ci_metric,
+)
 
 __all__ = [
     "METRIC_NAMES",
@@ -33,91 +36,8 @@ __all__ = [
     "write_report_md",
 ]
 
-METRIC_NAMES = (
-    *("HR@10", "Recall@10", "NDCG@10", "MRR@10", "Recall@50", "NDCG@50", "AUC", "LogLoss"),
-    *("rps", "p50_ms", "p99_ms", "errors", "events_acked", "events_stored"),
-)
-_AT_K = re.compile(r"(HR|Recall|NDCG|MRR)@[1-9][0-9]*")
-_SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _TOP_KEYS = ("protocol", "dataset", "metarec_version", "created", "seeds", "machine", "results")
 _MACHINE_KEYS = ("cpus", "torch_threads", "device")
-_ROW_KEYS = ("method", "setting", "metrics", "cost")
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _check_metric(name: Any, value: Any, where: str) -> None:
-    if not isinstance(name, str) or not (name in METRIC_NAMES or _AT_K.fullmatch(name)):
-        raise ValueError(
-            f"{where}: unknown metric name {name!r}; expected one of {', '.join(METRIC_NAMES)} "
-            "or HR|Recall|NDCG|MRR@k"
-        )
-    if isinstance(value, Mapping):
-        ci = value.get("ci95")
-        ok = set(value) == {"mean", "ci95"} and _is_number(value["mean"])
-        if ok and isinstance(ci, Sequence) and len(ci) == 2 and all(map(_is_number, ci)):
-            return
-    elif _is_number(value):
-        return
-    raise ValueError(
-        f"{where}: metric '{name}' is {value!r}; expected a finite number or "
-        '{"mean": number, "ci95": [lo, hi]}'
-    )
-
-
-def _check_row(row: Mapping[str, Any], where: str) -> None:
-    """Raise ValueError naming ``where`` and the key when a result row breaks the schema."""
-    for key in _ROW_KEYS:
-        if key not in row:
-            raise ValueError(f"{where}: missing key '{key}'")
-    method = row["method"]
-    if not isinstance(method, str) or not _SLUG.fullmatch(method):
-        raise ValueError(
-            f"{where}: method name {method!r} must be lowercase letters/digits joined by hyphens, "
-            "e.g. 'sasrec-id'"
-        )
-    for key in ("setting", "metrics", "cost"):
-        if not isinstance(row[key], Mapping):
-            raise ValueError(f"{where}: '{key}' must be an object, got {type(row[key]).__name__}")
-    for name, value in row["metrics"].items():
-        _check_metric(name, value, f"{where} ({method})")
-    for name, value in row["cost"].items():
-        if not isinstance(name, str) or not _is_number(value):
-            raise ValueError(f"{where} ({method}): cost '{name}' is {value!r}; expected a number")
-
-
-@dataclass
-class ResultRow:
-    """One (method, setting) row: metrics are numbers or {"mean", "ci95"}; cost is numbers."""
-
-    method: str
-    setting: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float | dict] = field(default_factory=dict)
-    cost: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check_row(self.to_dict(), f"result row '{self.method}'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "setting": dict(self.setting),
-            "metrics": dict(self.metrics),
-            "cost": dict(self.cost),
-        }
-
-    @classmethod
-    def from_dict(cls, row: Mapping[str, Any]) -> ResultRow:
-        """The row of a metrics.json document (as returned by ``read_metrics_json``)."""
-        return cls(**{key: row[key] for key in _ROW_KEYS})
-
-
-def ci_metric(values: Sequence[float]) -> dict[str, Any]:
-    """{"mean", "ci95"} of per-seed or per-fold values (t-distribution), as metrics.json holds."""
-    mean, (lo, hi) = mean_ci95(values)
-    return {"mean": mean, "ci95": [lo, hi]}
 
 
 def _check_document(doc: Any) -> None:
@@ -144,7 +64,7 @@ def _check_document(doc: Any) -> None:
     for i, row in enumerate(doc["results"]):
         if not isinstance(row, Mapping):
             raise ValueError(f"results[{i}] must be an object")
-        _check_row(row, f"results[{i}]")
+        check_row(row, f"results[{i}]")
         ident = json.dumps([row["method"], row["setting"]], sort_keys=True)
         if ident in seen:
             raise ValueError(f"results[{i}]: a second row for the same (method, setting) {ident}")
@@ -174,7 +94,7 @@ def write_metrics_json(
     """
     from metarec import __version__
 
-    if not _SLUG.fullmatch(protocol):
+    if not SLUG.fullmatch(protocol):
         raise ValueError(f"protocol name {protocol!r} must be lowercase words joined by hyphens")
     doc: dict[str, Any] = {
         "protocol": protocol,

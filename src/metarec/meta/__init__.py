@@ -8,15 +8,24 @@ has its own outer update. All of them expose ``meta_step(tasks)``, ``adapt_task(
 Around them: ``meta.tasks`` (user next-item / like-click tasks, domain tasks, ``TaskSampler``),
 ``meta.learners`` (algorithms by name: ``LearnerSpec``, ``build_learner``), ``meta.train``
 (``meta_train`` with meta-validation and early stopping), ``meta.checkpoint`` (save / load a
-meta-trained model), ``meta.inference`` (``adapt_user``, ``recommend``) and ``meta.workflow``
-(one cold-start fold end to end, for ``metarec meta-train``; import it from its module).
+meta-trained model), and ``meta.inference`` (``adapt_user``, ``recommend``). One cold-start
+fold end to end (what ``metarec meta-train`` runs) is ``metarec.workflows.meta_train``.
 """
 
 from __future__ import annotations
 
 from metarec.meta.anil import anil
 from metarec.meta.checkpoint import MetaCheckpoint, load_meta_checkpoint, save_meta_checkpoint
-from metarec.meta.core import META_LEARN, FixedRule, MetaLearner, adamw_outer
+from metarec.meta.core import (
+    INNER_LR,
+    INNER_STEPS,
+    META_LEARN,
+    OUTER_LR,
+    FixedRule,
+    Learner,
+    MetaLearner,
+    adamw_outer,
+)
 from metarec.meta.functional import (
     call_method,
     functional_loss,
@@ -28,7 +37,7 @@ from metarec.meta.inference import PolicyBundle, adapt_latency, adapt_user, reco
 from metarec.meta.inner import adapt
 from metarec.meta.inner_optim import InnerOptimizer, adagrad, adamw, sgd
 from metarec.meta.learned_optim import LearnedOptimConfig, LearnedOptimRule, learned_optim
-from metarec.meta.learners import ALGORITHMS, LearnerSpec, build_learner
+from metarec.meta.learners import LEARNERS, LearnerEntry, LearnerSpec, algorithms, build_learner
 from metarec.meta.maml import MAMLConfig, maml
 from metarec.meta.meta_sgd import MetaSGDConfig, MetaSGDRule, meta_sgd
 from metarec.meta.reptile import Reptile, ReptileConfig
@@ -43,12 +52,17 @@ from metarec.meta.tasks import (
 from metarec.meta.train import MetaTrainConfig, MetaTrainResult, evaluate_tasks, meta_train
 
 __all__ = [
-    "ALGORITHMS",
+    "INNER_LR",
+    "INNER_STEPS",
+    "LEARNERS",
     "META_LEARN",
+    "OUTER_LR",
     "FixedRule",
     "InnerOptimizer",
     "LearnedOptimConfig",
     "LearnedOptimRule",
+    "Learner",
+    "LearnerEntry",
     "LearnerSpec",
     "MAMLConfig",
     "MetaCheckpoint",
@@ -69,6 +83,7 @@ __all__ = [
     "adapt",
     "adapt_latency",
     "adapt_user",
+    "algorithms",
     "anil",
     "build_learner",
     "call_method",

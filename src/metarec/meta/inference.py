@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarec.adapt.policies import FastPolicy
+from metarec.adapt.policies import FastPolicy, PolicyConfig, make_policy
 from metarec.evaluation.next_item import model_device
+from metarec.meta.core import INNER_LR, INNER_STEPS
 from metarec.meta.functional import frozen_item_vectors, functional_score
 from metarec.meta.inner import adapt_detached
-from metarec.meta.inner_optim import InnerOptimizer
+from metarec.meta.inner_optim import InnerOptimizer, sgd
 from metarec.meta.learners import Learner
 from metarec.meta.tasks import history_batch, support_batch
 from metarec.meta.train import eval_mode
@@ -40,6 +41,12 @@ class PolicyBundle:
     inner_opt: InnerOptimizer
     steps: int = 5
     start: Params | None = None
+
+
+def default_bundle(model: nn.Module) -> PolicyBundle:
+    """Plain adaptation with the product's defaults: the default policy (head), plain SGD at
+    ``INNER_LR`` for ``INNER_STEPS`` steps. What a model without a meta-learner adapts with."""
+    return PolicyBundle(make_policy(PolicyConfig(), model), sgd(INNER_LR), INNER_STEPS)
 
 
 def adapt_user(

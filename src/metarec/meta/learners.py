@@ -1,5 +1,11 @@
 """Meta-learners by name, and their state.
 
+``LEARNERS`` maps an algorithm name to its entry: the config class, how to build its default
+config, and the builder ``(model, policy, config, outer_opt) -> Learner``. Adding a meta-learner
+is one module (its config dataclass and builder) and one line here; ``LearnerSpec``, the CLI's
+``--algorithm``, TOML configs and meta checkpoints all read the registry. Every config defaults
+to the validated inner loop (``meta.core.INNER_LR`` / ``INNER_STEPS`` / ``OUTER_LR``).
+
 A ``LearnerSpec`` (algorithm name + fast-parameter policy + the algorithm's config) builds a
 learner for a model (``build_learner``) and is what a meta checkpoint stores (``to_dict`` /
 ``from_dict``). ``learner_state`` / ``load_learner_state`` snapshot and restore everything a
@@ -8,37 +14,79 @@ learner meta-learns: the model's weights and the learner-owned tensors (``meta_t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 
-from metarec.adapt.policies import PolicyConfig, make_policy
-from metarec.meta.core import MetaLearner, OuterFactory
+from metarec.adapt.policies import FastPolicy, PolicyConfig, make_policy
+from metarec.meta.core import Learner, OuterFactory
 from metarec.meta.learned_optim import LearnedOptimConfig, learned_optim
 from metarec.meta.maml import MAMLConfig, maml
 from metarec.meta.meta_sgd import MetaSGDConfig, meta_sgd
 from metarec.meta.reptile import Reptile, ReptileConfig
 
-ALGORITHMS = ("maml", "fomaml", "reptile", "meta-sgd", "anil", "learned-optim")
-CONFIG_CLASSES: dict[str, type] = {
-    "maml": MAMLConfig,
-    "fomaml": MAMLConfig,
-    "reptile": ReptileConfig,
-    "meta-sgd": MetaSGDConfig,
-    "anil": MAMLConfig,
-    "learned-optim": LearnedOptimConfig,
+Builder = Callable[[nn.Module, FastPolicy, Any, OuterFactory | None], Learner]
+
+
+@dataclass(frozen=True)
+class LearnerEntry:
+    """One registered meta-learner. ``defaults``: keyword overrides of the config class's own
+    defaults (``fomaml``: first order). ``policies``: the policies it accepts (None: any)."""
+
+    config_class: type
+    build: Builder
+    defaults: dict[str, Any] = field(default_factory=dict)
+    policies: tuple[str, ...] | None = None
+
+    def default_config(self) -> Any:
+        return self.config_class(**self.defaults)
+
+
+def _maml(model, policy, config, outer_opt):
+    return maml(model, policy, config, outer_opt=outer_opt)
+
+
+def _reptile(model, policy, config, outer_opt):
+    return Reptile(model, policy, config, outer_opt=outer_opt)
+
+
+def _meta_sgd(model, policy, config, outer_opt):
+    return meta_sgd(model, policy, config, outer_opt=outer_opt)
+
+
+def _learned_optim(model, policy, config, outer_opt):
+    return learned_optim(model, policy, config, outer_opt=outer_opt)
+
+
+# name -> entry; a new meta-learner is one module and one line here
+LEARNERS: dict[str, LearnerEntry] = {
+    "maml": LearnerEntry(MAMLConfig, _maml, {"first_order": False}),
+    "fomaml": LearnerEntry(MAMLConfig, _maml, {"first_order": True}),
+    "reptile": LearnerEntry(ReptileConfig, _reptile),
+    "meta-sgd": LearnerEntry(MetaSGDConfig, _meta_sgd),
+    # ANIL: MAML whose inner loop moves only the head (Raghu et al., 2020)
+    "anil": LearnerEntry(MAMLConfig, _maml, {"first_order": False}, policies=("head",)),
+    "learned-optim": LearnerEntry(LearnedOptimConfig, _learned_optim),
 }
-Learner = MetaLearner | Reptile
+
+
+def algorithms() -> tuple[str, ...]:
+    """The registered algorithm names, in registry order."""
+    return tuple(LEARNERS)
+
+
+def entry(algorithm: str) -> LearnerEntry:
+    if algorithm not in LEARNERS:
+        raise ValueError(f"algorithm must be one of {algorithms()}, got {algorithm!r}")
+    return LEARNERS[algorithm]
 
 
 def default_config(algorithm: str) -> Any:
-    """The algorithm's config with its defaults (first-order for ``fomaml``)."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    cls = CONFIG_CLASSES[algorithm]
-    return cls(first_order=True) if algorithm == "fomaml" else cls()
+    """The algorithm's config with the product's defaults (first-order for ``fomaml``)."""
+    return entry(algorithm).default_config()
 
 
 @dataclass(frozen=True)
@@ -51,20 +99,22 @@ class LearnerSpec:
     config: Any = None
 
     def __post_init__(self) -> None:
+        spec = entry(self.algorithm)
         if self.config is None:
-            object.__setattr__(self, "config", default_config(self.algorithm))
-        elif self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        cls = CONFIG_CLASSES[self.algorithm]
+            object.__setattr__(self, "config", spec.default_config())
+        cls = spec.config_class
         if type(self.config) is not cls:
             raise ValueError(f"{self.algorithm} takes a {cls.__name__}, got {self.config!r}")
-        if self.algorithm in ("maml", "fomaml") and self.config.first_order != (
-            self.algorithm == "fomaml"
-        ):
-            raise ValueError("first_order=True is the 'fomaml' algorithm, False is 'maml'")
-        if self.algorithm == "anil" and self.policy.name != "head":
+        for key, value in spec.defaults.items():  # what defines the algorithm (fomaml: first order)
+            got = getattr(self.config, key)
+            if got != value:
+                other = [n for n, e in LEARNERS.items() if e.defaults.get(key, value) == got]
+                hint = f"; {key}={got!r} is algorithm {other[0]!r}" if other else ""
+                raise ValueError(f"{self.algorithm} needs {key}={value!r}{hint}")
+        if spec.policies is not None and self.policy.name not in spec.policies:
             raise ValueError(
-                f"anil adapts the head only: policy must be 'head', not {self.policy.name!r}"
+                f"{self.algorithm} adapts the {' or '.join(spec.policies)} only: policy must "
+                f"be {' or '.join(map(repr, spec.policies))}, not {self.policy.name!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,23 +130,18 @@ class LearnerSpec:
         if not isinstance(data, dict) or set(data) != {"algorithm", "policy", "config"}:
             raise ValueError("a learner spec holds exactly algorithm, policy and config")
         algorithm = data["algorithm"]
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         policy = _dataclass_from(PolicyConfig, data["policy"])
-        config = _dataclass_from(CONFIG_CLASSES[algorithm], data["config"])
+        config = _dataclass_from(entry(algorithm).config_class, data["config"])
         return cls(algorithm, policy, config)
 
 
-def build_learner(model: nn.Module, spec: LearnerSpec, outer_opt: OuterFactory | None = None):
-    """The learner ``spec`` names, over ``model`` (``MetaLearner``, or ``Reptile``)."""
-    policy = make_policy(spec.policy, model)
-    if spec.algorithm in ("maml", "fomaml", "anil"):
-        return maml(model, policy, spec.config, outer_opt=outer_opt)
-    if spec.algorithm == "reptile":
-        return Reptile(model, policy, spec.config, outer_opt=outer_opt)
-    if spec.algorithm == "meta-sgd":
-        return meta_sgd(model, policy, spec.config, outer_opt=outer_opt)
-    return learned_optim(model, policy, spec.config, outer_opt=outer_opt)
+def build_learner(
+    model: nn.Module, spec: LearnerSpec, outer_opt: OuterFactory | None = None
+) -> Learner:
+    """The learner ``spec`` names, over ``model``."""
+    return entry(spec.algorithm).build(
+        model, make_policy(spec.policy, model), spec.config, outer_opt
+    )
 
 
 def live_meta_tensors(learner: Learner) -> dict[str, torch.Tensor]:

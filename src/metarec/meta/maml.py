@@ -13,18 +13,26 @@ from dataclasses import dataclass
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.core import FixedRule, MetaLearner, OuterFactory, check_loop
+from metarec.meta.core import (
+    INNER_LR,
+    INNER_STEPS,
+    OUTER_LR,
+    FixedRule,
+    MetaLearner,
+    OuterFactory,
+    check_loop,
+)
 from metarec.meta.inner_optim import InnerOptimizer, sgd
 
 
 @dataclass(frozen=True)
 class MAMLConfig:
-    inner_lr: float = 0.01  # for the default inner optimizer, plain SGD
-    inner_steps: int = 1
+    inner_lr: float = INNER_LR  # for the default inner optimizer, plain SGD
+    inner_steps: int = INNER_STEPS
     eval_steps: int | None = None  # steps in adapt_task; None: inner_steps
     first_order: bool = False
     meta_learn: str = "all"  # "all" | "fast"
-    outer_lr: float = 1e-3
+    outer_lr: float = OUTER_LR
 
     def __post_init__(self) -> None:
         check_loop(self)

@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.core import MetaLearner, OuterFactory, check_loop, inverse_positive, positive
+from metarec.meta.core import (
+    INNER_LR,
+    INNER_STEPS,
+    OUTER_LR,
+    MetaLearner,
+    OuterFactory,
+    check_loop,
+    inverse_positive,
+    positive,
+)
 from metarec.meta.inner_optim import InnerOptimizer, sgd
 
 REGULARISERS = ("toward-init", "magnitude", "none")
@@ -29,18 +38,20 @@ GRANULARITIES = ("element", "tensor")
 
 @dataclass(frozen=True)
 class MetaSGDConfig:
-    alpha_init: float = 0.01  # constant initial rate (when alpha_range is None)
+    alpha_init: float = INNER_LR  # constant initial rate (when alpha_range is None)
     alpha_range: tuple[float, float] | None = None  # uniform initial rates in [low, high]
-    per: str = "element"  # "element" | "tensor"
+    per: str = "tensor"  # "element" | "tensor"
     regulariser: str = "toward-init"
     reg_weight: float = 0.0
     seed: int = 0  # for alpha_range
-    inner_steps: int = 1
+    inner_steps: int = INNER_STEPS
     eval_steps: int | None = None
     first_order: bool = False
     meta_learn: str = "all"
-    outer_lr: float = 1e-3
-    hyper_lr: float | None = None  # outer lr of the learned rates; None: outer_lr
+    outer_lr: float = OUTER_LR
+    # outer lr of the learned rates (None: outer_lr); they live in softplus space and need to
+    # move faster than the weights (coldstart-ml's 1e-2)
+    hyper_lr: float | None = 1e-2
 
     def __post_init__(self) -> None:
         check_loop(self)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.core import OuterFactory, Params, Task, eval_steps
+from metarec.meta.core import INNER_LR, INNER_STEPS, OuterFactory, Params, Task, eval_steps
 from metarec.meta.functional import frozen_item_vectors, functional_loss, functional_score
 from metarec.meta.inner import adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer, sgd
@@ -29,8 +29,8 @@ from metarec.meta.inner_optim import InnerOptimizer, sgd
 
 @dataclass(frozen=True)
 class ReptileConfig:
-    inner_lr: float = 0.01  # for the default inner optimizer, plain SGD
-    inner_steps: int = 5
+    inner_lr: float = INNER_LR  # for the default inner optimizer, plain SGD
+    inner_steps: int = INNER_STEPS
     eval_steps: int | None = None  # steps in adapt_task; None: inner_steps
     step_size: float = 0.1  # epsilon, the outer SGD learning rate
 

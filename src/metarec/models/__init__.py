@@ -5,7 +5,7 @@ from __future__ import annotations
 from metarec.models.baselines import BPR, BPRConfig, Popularity, PopularityConfig
 from metarec.models.batch import PAD, LikeBatch, PairBatch, SeqBatch
 from metarec.models.item_tower import ItemTower, ItemTowerConfig
-from metarec.models.seqrec import SeqRec, SeqRecConfig
+from metarec.models.seqrec import SeqRec, SeqRecConfig, SeqRecOptions
 
 MODEL_TYPES = {
     "seqrec": (SeqRec, SeqRecConfig),
@@ -27,4 +27,5 @@ __all__ = [
     "SeqBatch",
     "SeqRec",
     "SeqRecConfig",
+    "SeqRecOptions",
 ]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec.models.batch import PairBatch, SeqBatch
+from metarec.models.surfaces import AdaptationSurfaces
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ class BPR(nn.Module):
         self.item_embedding = nn.Embedding(config.n_items, config.dim)
         nn.init.normal_(self.user_embedding.weight, std=0.1)
         nn.init.normal_(self.item_embedding.weight, std=0.1)
+
+    def adaptation_surfaces(self) -> AdaptationSurfaces:
+        """A task holds one user: the head is the item table, the user vector is added to
+        every row of the user table."""
+        return AdaptationSurfaces(
+            head=("item_embedding",), user_vector=("user_embedding.weight",), id_table=None
+        )
 
     def loss(self, batch: PairBatch) -> torch.Tensor:
         u = self.user_embedding(batch.users)  # (B, D)

@@ -15,6 +15,7 @@ from torch import nn
 
 from metarec.models.batch import PAD, SeqBatch
 from metarec.models.item_tower import ItemTower, ItemTowerConfig
+from metarec.models.surfaces import FUSION_WEIGHT, LAST_ITEM_GATE, AdaptationSurfaces
 
 LOSSES = ("ce", "sampled", "bce")
 # AdamW rate of the last-item gate when a model is trained: a single scalar that has to travel
@@ -23,23 +24,27 @@ GATE_LR = 0.03
 
 
 @dataclass(frozen=True)
-class SeqRecConfig:
-    n_items: int
+class SeqRecOptions:
+    """The architecture a user chooses; its defaults are the model's, written once here.
+
+    ``SeqRecConfig`` adds what the data decides (catalogue size, text width, domains), and the
+    pretraining spec (``workflows.pretrain.ModelSpec``) adds how training starts."""
+
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 2
     max_len: int = 50
     dropout: float = 0.2
     item_repr: str = "hybrid"  # "id" | "text" | "hybrid"
-    text_dim: int = 0
     text_hidden: int = 0  # 0: linear text adaptor; > 0: MLP hidden width
     id_dropout: float = 0.0  # hybrid: fraction of items whose id part is dropped in training
     # "ce": softmax over the full catalogue; "sampled": softmax over the target and
     # ``n_negatives`` uniform negatives shared by the batch; "bce": pointwise, sampled negatives
     loss: str = "ce"
     n_negatives: int = 1  # "bce": negatives per position; "sampled": per batch
-    text_init: str = "random"  # "identity": item vectors start as the text embeddings
-    n_domains: int = 0  # > 0: a learned vector per domain added to its items' vectors
+    # "identity": item vectors start as the text embeddings; "pca": a linear adaptor along the
+    # catalogue text's principal axes (text similarity is there before any training)
+    text_init: str = "random"
     # a learned scalar g (starting at 0) adds g x the item's own vector to each position's
     # output, so the model can learn how much the next item resembles the last one (on Amazon
     # data the text similarity to the last item alone is a strong ranker)
@@ -49,6 +54,13 @@ class SeqRecConfig:
     # embeddings to the scores: the untrained text similarity, which ranks well on catalogues
     # where the next item reads like the last one, fused with what the model learned
     text_fusion: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeqRecConfig(SeqRecOptions):
+    n_items: int
+    text_dim: int = 0
+    n_domains: int = 0  # > 0: a learned vector per domain added to its items' vectors
 
     def __post_init__(self) -> None:
         if self.n_heads < 1 or self.dim < 1:
@@ -131,9 +143,22 @@ class SeqRec(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         nn.init.normal_(self.position.weight, std=0.02)
         if config.last_item_gate:
-            self.last_item_gate = nn.Parameter(torch.zeros(()))
+            setattr(self, LAST_ITEM_GATE, nn.Parameter(torch.zeros(())))
         if config.text_fusion:
-            self.register_buffer("text_fusion_weight", torch.zeros(()))
+            self.register_buffer(FUSION_WEIGHT, torch.zeros(()))
+
+    def adaptation_surfaces(self) -> AdaptationSurfaces:
+        """The head is the last transformer block and the final LayerNorm; LoRA targets the
+        attention and feed-forward projections (and, on a new catalogue, the text adaptor); the
+        user vector shifts the final LayerNorm's bias (every position's output, not items)."""
+        has_ids = hasattr(self.items, "id_embedding")
+        return AdaptationSurfaces(
+            head=(f"blocks.{len(self.blocks) - 1}", "norm"),
+            lora=("blocks.*.attn.qkv", "blocks.*.attn.out", "blocks.*.ff.0", "blocks.*.ff.3"),
+            item_lora=("items.text_proj*",),
+            user_vector=("norm.bias",),
+            id_table="items.id_embedding" if has_ids else None,
+        )
 
     def encode(self, items: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """(B, L) item indices -> (B, L, D) hidden states; position t sees items[:, :t+1]."""
@@ -238,7 +263,7 @@ def add_last_item_gate(model: SeqRec) -> SeqRec:
     if not model.config.last_item_gate:
         model.config = replace(model.config, last_item_gate=True)
         device = model.norm.weight.device
-        model.last_item_gate = nn.Parameter(torch.zeros((), device=device))
+        setattr(model, LAST_ITEM_GATE, nn.Parameter(torch.zeros((), device=device)))
     return model
 
 
@@ -249,7 +274,7 @@ def add_text_fusion(model: SeqRec) -> SeqRec:
     if not model.config.text_fusion:
         model.config = replace(model.config, text_fusion=True)  # validates: needs item text
         device = model.norm.weight.device
-        model.register_buffer("text_fusion_weight", torch.zeros((), device=device))
+        model.register_buffer(FUSION_WEIGHT, torch.zeros((), device=device))
     return model
 
 

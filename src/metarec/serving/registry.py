@@ -22,11 +22,9 @@ from pathlib import Path
 
 import torch
 
-from metarec.adapt.policies import PolicyConfig, make_policy
 from metarec.errors import CheckpointError, ConfigError
 from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint
-from metarec.meta.inference import PolicyBundle
-from metarec.meta.inner_optim import sgd
+from metarec.meta.inference import PolicyBundle, default_bundle
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
 from metarec.models.seqrec import with_new_items
 from metarec.training.checkpoint import (
@@ -38,8 +36,6 @@ from metarec.training.checkpoint import (
 )
 
 Encoder = Callable[["ServedModel", list[str]], torch.Tensor]  # (model, texts) -> (M, T)
-
-DEFAULT_STEPS, DEFAULT_LR = 3, 0.05  # adaptation of a checkpoint without a meta-learner
 
 
 @dataclass(eq=False)
@@ -121,9 +117,7 @@ def _adapter_for(model, spec: LearnerSpec | None, old) -> Learner | PolicyBundle
     """The adapter over ``model``: the default fine-tuning bundle, or the meta-learner of
     ``spec`` with the meta-learned tensors of ``old`` (same shapes) copied in."""
     if spec is None:
-        return PolicyBundle(
-            make_policy(PolicyConfig("head"), model), sgd(DEFAULT_LR), DEFAULT_STEPS
-        )
+        return default_bundle(model)
     learner = build_learner(model, spec)
     if old is not None:
         new, before = live_meta_tensors(learner), live_meta_tensors(old)

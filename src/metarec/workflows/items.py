@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from metarec.errors import CheckpointError, DataError
+from metarec.meta.checkpoint import META_CONFIG
 from metarec.models.seqrec import with_new_items
 from metarec.text.cache import encode_with_cache
 from metarec.training.checkpoint import (
@@ -27,7 +28,6 @@ def add_items(
 ) -> tuple[Checkpoint, int]:
     """Write ``base`` + the new items (ids not in its catalogue) to ``out``; returns the new
     checkpoint and how many items were added. Items the base knows already are refused."""
-    from metarec.meta.checkpoint import META_CONFIG
 
     base = Path(base)
     if (base / META_CONFIG).is_file():

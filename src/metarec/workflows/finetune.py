@@ -36,7 +36,7 @@ from metarec.training.checkpoint import (
 from metarec.training.fusion import FusionFit, fit_text_fusion
 from metarec.training.loop import TrainConfig, TrainState
 from metarec.training.pretrain import NextItemData, prepare_next_item, train_seqrec
-from metarec.training.workflow import init_ids_from_cooccurrence
+from metarec.workflows.pretrain import init_ids_from_cooccurrence
 
 KS = (10, 50)
 METRICS = ("Recall@10", "NDCG@10", "Recall@50", "NDCG@50")
@@ -114,8 +114,8 @@ def finetune(
 ) -> FinetuneResult:
     """Apply ``config.strategy`` to ``model`` (in place) and train it on ``data``, selecting the
     epoch by validation NDCG@10 (the untrained start is epoch 0, kept when no epoch beats it);
-    with ``config.text_fusion``, then fit the fusion weight on the validation rows. Test figures
-    before and after."""
+    when ``config.fuses_text(model)``, then fit the fusion weight on the validation rows. Test
+    figures before and after."""
     start = time.perf_counter()
     state = TrainState()
     if config.id_init == "cooccurrence":  # before LoRA wraps the table; counts as training time
@@ -135,7 +135,7 @@ def finetune(
         desc=f"fine-tuning ({config.strategy})",
     )
     model.load_state_dict(best)
-    fusion = fit_text_fusion(model, data.valid, data.n_items) if config.text_fusion else None
+    fusion = fit_text_fusion(model, data.valid, data.n_items) if config.fuses_text(model) else None
     after = evaluate(model, data)
     params = {"trainable": n_train, "total": n_total, "fraction": n_train / n_total}
     return FinetuneResult(
