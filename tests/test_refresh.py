@@ -8,10 +8,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from metarec.errors import DataError
+from metarec.errors import ConfigError, DataError
 from metarec.serving import ServeSettings, create_app
-from metarec.serving.refresh import RefreshConfig, events_dataset, refresh
+from metarec.serving.refresh import RefreshConfig, RefreshResult, events_dataset, refresh
 from metarec.serving.registry import checkpoint_version
+from metarec.serving.scheduler import parse_duration, run_every
 from metarec.serving.store import Event, open_store
 from metarec.training.checkpoint import load_checkpoint
 from metarec.training.loop import TrainConfig
@@ -126,3 +127,53 @@ def test_refresh_refits_a_fused_models_weight_on_its_validation_rows(tmp_path):
     assert set(fit["valid"]) == {str(w) for w in FUSION_WEIGHTS}
     assert saved.model.text_fusion_weight.item() == fit["weight"] in FUSION_WEIGHTS
     assert fit["valid"][str(fit["weight"])] == max(fit["valid"].values())
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("45s", 45.0), ("30m", 1800.0), ("1.5h", 5400.0), ("2d", 172800.0)],
+)
+def test_durations_parse_with_their_unit(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "m", "10x", "0", "-5m", "nan", "infh"])
+def test_bad_durations_are_refused_naming_the_value(text):
+    with pytest.raises(ConfigError, match=f"--every {text!r}"):
+        parse_duration(text, "--every")
+
+
+def _fake_refresh(accepts):
+    """A refresh that records the config of each round; round i is accepted by accepts[i]."""
+    seen = []
+
+    def run(cfg, log):
+        seen.append(cfg)
+        n = len(seen)
+        path = cfg.out / f"v{n}"
+        return RefreshResult(f"v{n}", path, accepts[n - 1], False, {}, {}, 20, path / "report.md")
+
+    return run, seen
+
+
+def test_run_every_runs_the_bounded_rounds_and_moves_the_base_on_acceptance(tmp_path):
+    run, seen = _fake_refresh([True, False, True])
+    sleeps, results = [], []
+    cfg = RefreshConfig(db="x.db", base=tmp_path / "base", out=tmp_path / "reg", since=5.0)
+    last = run_every(
+        cfg, 60.0, run=run, sleep=sleeps.append, log=print, on_result=results.append, rounds=3
+    )
+    assert [r.version for r in results] == ["v1", "v2", "v3"] and last is results[-1]
+    assert sleeps == [60.0, 60.0]  # between rounds, never after the last
+    assert seen[0].base == tmp_path / "base" and seen[0].since == 5.0
+    assert seen[1].base == tmp_path / "reg" / "v1" and seen[1].since is None  # v1 accepted
+    assert seen[2].base == tmp_path / "reg" / "v1"  # v2 rejected: the base stays
+
+
+def test_run_every_without_a_period_runs_once_and_never_sleeps(tmp_path):
+    run, seen = _fake_refresh([True])
+    cfg = RefreshConfig(db="x.db", base=tmp_path / "base", out=tmp_path / "reg")
+    run_every(cfg, None, run=run, sleep=lambda s: pytest.fail("slept"))
+    assert len(seen) == 1
+    with pytest.raises(ConfigError, match="every_s"):
+        run_every(cfg, 0.0, run=run)

@@ -497,3 +497,11 @@ def test_items_add_grows_a_checkpoint_without_retraining(tmp_path, monkeypatch, 
     assert code == 1 and "'m3'" in err and "already in the catalogue" in err
     code, _, err = add(_checkpoint(tmp_path / "ids", 0), table)
     assert code == 1 and "by id only" in err
+
+
+def test_event_types_have_one_definition():
+    """The HTTP schema accepts exactly the types the store accepts (one list, in the store)."""
+    from metarec.serving.schemas import EventIn
+    from metarec.serving.store import EVENT_TYPES
+
+    assert tuple(EventIn.model_json_schema()["properties"]["type"]["enum"]) == EVENT_TYPES

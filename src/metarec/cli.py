@@ -751,7 +751,7 @@ def refresh(
     from dataclasses import replace
 
     from metarec.serving.refresh import RefreshConfig
-    from metarec.serving.refresh import refresh as run_refresh
+    from metarec.serving.scheduler import parse_duration, run_every
 
     cfg = RefreshConfig(
         db=db,
@@ -764,26 +764,13 @@ def refresh(
         api_key=api_key,
     )
     cfg = replace(cfg, train=replace(cfg.train, time_budget_s=time_budget))
-    period = _duration_s(every) if every else None
-    while True:
-        res = run_refresh(cfg, log=_say)
-        typer.echo(f"version: {res.path}\nreport:  {res.report}")
-        if period is None:
-            return
-        if res.accepted:  # the next round starts from the version just made
-            cfg = replace(cfg, base=res.path, since=None)
-        time.sleep(period)
-
-
-def _duration_s(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise ConfigError(f"--every {text!r}: expected a number with s, m, h or d") from None
-    if value <= 0:
-        raise ConfigError(f"--every {text!r} must be positive")
-    return value
+    period = parse_duration(every, "--every") if every else None
+    run_every(
+        cfg,
+        period,
+        log=_say,
+        on_result=lambda res: typer.echo(f"version: {res.path}\nreport:  {res.report}"),
+    )
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from metarec.serving.store import EVENT_TYPES
+
 Id = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
-EventType = Literal["view", "click", "like", "dislike", "rating"]
+EventType = Literal[EVENT_TYPES]  # the store owns the list; a Literal over the tuple
 
 
 class _Strict(BaseModel):
