@@ -164,7 +164,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def answer(s: ServiceState, user: str | None, version: str, ranked: Ranked) -> Recommendations:
         if ranked.adapt_ms:
             s.metrics.adapt_seconds.observe(ranked.adapt_ms / 1000.0)
-        items = [RecommendedItem(item=i, score=sc, text=t) for i, sc, t in ranked.items]
+        items = [
+            RecommendedItem(item=i, score=sc, text=t, p_like=p)
+            for (i, sc, t), p in zip(ranked.items, ranked.p_likes, strict=True)
+        ]
         return Recommendations(
             user=user,
             model_version=version,
@@ -205,7 +208,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(422, "user must be 1 to 256 characters")
         model = s.registry.active
         history = s.store.user_items(user, settings.history_limit)
-        return answer(s, user, model.version, for_history(model, s.store, history, k, exclude_seen))
+        ranked = for_history(model, s.store, history, k, exclude_seen, user)
+        return answer(s, user, model.version, ranked)
 
     @app.post("/recommendations", response_model=Recommendations)
     def new_user_recommendations(body: NewUserRequest, s: Service) -> Recommendations:
@@ -221,7 +225,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if unknown:
             raise HTTPException(422, f"items: unknown item id(s) {unknown[:5]}")
         ranked = for_new_user(
-            model, s.store, s.cache, body.user, body.items, body.k, body.adapt, body.exclude_seen
+            model,
+            s.store,
+            s.cache,
+            body.user,
+            body.items,
+            body.k,
+            body.adapt,
+            body.exclude_seen,
+            body.ratings,
         )
         return answer(s, body.user, model.version, ranked)
 
