@@ -32,7 +32,7 @@ from test_cli import run_cli
 N_USERS, N_ITEMS, PER_USER = 60, 30, 20
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
