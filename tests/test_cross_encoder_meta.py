@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.adapt.cross_encoder_fit import LoraFitConfig, add_lora, fit_cross_encoder
-from metarec.adapt.cross_encoder_meta import (
+from metarec.data.schema import Interactions
+from metarec.like.cross_encoder import CrossEncoder, CrossEncoderConfig
+from metarec.like.cross_encoder_fit import LoraFitConfig, add_lora, fit_cross_encoder
+from metarec.like.cross_encoder_meta import (
     CrossMetaConfig,
     PromptBatch,
     implicit_tasks,
@@ -19,9 +21,7 @@ from metarec.adapt.cross_encoder_meta import (
     prompt_renderer,
     trainable_state,
 )
-from metarec.data.schema import Interactions
-from metarec.models.cross_encoder import CrossEncoder, CrossEncoderConfig
-from metarec.models.like_head import NUMERIC
+from metarec.like.head import NUMERIC
 from test_like_cross_encoder import _tiny_encoder
 
 

@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.adapt.cross_encoder_fit import (
+from metarec.like.cross_encoder import CrossEncoder, CrossEncoderConfig, build_prompts
+from metarec.like.cross_encoder_fit import (
     LoraFitConfig,
     add_lora,
     fit_cross_encoder,
     predict_cross_encoder,
     tokenize,
 )
-from metarec.models.cross_encoder import CrossEncoder, CrossEncoderConfig, build_prompts
-from metarec.models.like_head import NUMERIC
+from metarec.like.head import NUMERIC
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    from metarec.models.cross_encoder import load_encoder
+    from metarec.like.cross_encoder import load_encoder
 
     return load_encoder()  # the bundled all-MiniLM-L6-v2, offline
 

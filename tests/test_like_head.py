@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.adapt.like_fit import (
+from metarec.adapt.policies import PolicyConfig, make_policy
+from metarec.like.fit import (
     HeadFitConfig,
     ItemSpace,
     ReptileStartConfig,
@@ -15,12 +16,7 @@ from metarec.adapt.like_fit import (
     predict,
     reptile_start,
 )
-from metarec.adapt.policies import PolicyConfig, make_policy
-from metarec.data.like_samples import LikeSamples
-from metarec.meta.inner import adapt
-from metarec.meta.inner_optim import sgd
-from metarec.models import SeqRec, SeqRecConfig
-from metarec.models.like_head import (
+from metarec.like.head import (
     NUMERIC,
     LikeFeatures,
     LikeHead,
@@ -28,6 +24,10 @@ from metarec.models.like_head import (
     rating_features,
     similar_deviation,
 )
+from metarec.like.samples import LikeSamples
+from metarec.meta.inner import adapt
+from metarec.meta.inner_optim import sgd
+from metarec.models import SeqRec, SeqRecConfig
 
 
 def _batch(n=64, item_dim=6, seed=0) -> LikeFeatures:

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from metarec.data.like_samples import (
+from metarec.data.schema import Interactions
+from metarec.errors import ConfigError, DataError
+from metarec.evaluation.metrics import auc
+from metarec.like.samples import (
     build_like_samples,
     draw_budget,
     item_counts,
     split_users,
     with_history_targets,
 )
-from metarec.data.schema import Interactions
-from metarec.errors import ConfigError, DataError
-from metarec.evaluation.metrics import auc
 
 
 def _inter() -> Interactions:

@@ -29,6 +29,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 items_app = typer.Typer(help="Grow a model's item catalogue.", no_args_is_help=True)
 app.add_typer(items_app, name="items")
+like_app = typer.Typer(help="P(like): fit a like head over a trained model.", no_args_is_help=True)
+app.add_typer(like_app, name="like")
 
 DataOpt = Annotated[
     str | None,
@@ -691,6 +693,45 @@ def items_add(
     ids, texts = read_item_text(items, id_column, tuple(text_column or ["text"]))
     grown, n = add_items(model, ids, texts, out)
     typer.echo(f"added {n} items: {len(grown.items):,} in the catalogue\ncheckpoint: {out}")
+
+
+@like_app.command("fit")
+def like_fit(
+    base: Annotated[Path, typer.Option(help="Pretrained SeqRec checkpoint folder.")],
+    data: DataOpt = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Labelled train-user samples to fit on (default: the library's)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the draw and the fit.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the head (default: BASE/like-head).")
+    ] = None,
+) -> None:
+    """Fit the like head on N labelled samples; show AUC before/after; save the head."""
+    from metarec.data.loaders.registry import load_dataset
+    from metarec.like.workflow import (
+        HEAD_DIR,
+        LikeFitConfig,
+        fit_like_head,
+        load_base,
+        save_like_head,
+    )
+
+    out = out or base / HEAD_DIR
+    _writable_folder(out)
+    given = {"budget": budget, "seed": seed}
+    cfg = LikeFitConfig(**{k: v for k, v in given.items() if v is not None})
+    dataset = load_dataset(data)
+    fit = fit_like_head(load_base(base, dataset), dataset, cfg, log=_say)
+    typer.echo(f"{'split':<8}{'history-mean':>14}{'before':>10}{'after':>10}   (AUC)")
+    for split, row in fit.auc.items():
+        typer.echo(
+            f"{split:<8}{row['history-mean']:>14.4f}{row['before']:>10.4f}{row['after']:>10.4f}"
+        )
+    typer.echo(f"fit loss {fit.fit_loss[0]:.4f} -> {fit.fit_loss[1]:.4f} on {fit.n_fit_rows} rows")
+    save_like_head(out, fit.model, {**fit.info, "auc": fit.auc})
+    typer.echo(f"like head: {out}")
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """PROTOCOLS.md fewshot-like: like/dislike prediction from 16 / 64 / 256 labelled samples.
 
-1. samples (``data.like_samples``): a user's 10 most recent rated items with ratings + the
+1. samples (``like.samples``): a user's 10 most recent rated items with ratings + the
    target; label = rating > 3; users split 8:1:1 (seeded); the test set is every eligible target
    of the test users;
 2. SeqRec is pretrained (next item) on the train users' implicit sequences only (which items, in
@@ -20,7 +20,7 @@
      other method is scored too, for a like-for-like comparison; ``cross-encoder-reptile``: the
      same, from a start (LoRA A/B and heads) meta-learned once per run with Reptile on tasks of
      the train users' implicit behaviour (next item vs an unseen item, prompts without ratings;
-     ``adapt.cross_encoder_meta``), shared by every budget and seed;
+     ``like.cross_encoder_meta``), shared by every budget and seed;
 4. "before" rows hold each learned method's AUC at its start (no labels used, or Reptile's start).
 """
 
@@ -34,9 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.adapt.cross_encoder_fit import LoraFitConfig
-from metarec.adapt.cross_encoder_meta import CrossMetaConfig
-from metarec.adapt.like_fit import HeadFitConfig, ItemSpace, ReptileStartConfig, like_features
 from metarec.bench.fewshot_like_methods import (
     Fitted,
     RunData,
@@ -44,11 +41,14 @@ from metarec.bench.fewshot_like_methods import (
     run_budget,
 )
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
-from metarec.data.like_samples import build_like_samples, item_counts, split_users
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
-from metarec.models.cross_encoder import CrossEncoderConfig
+from metarec.like.cross_encoder import CrossEncoderConfig
+from metarec.like.cross_encoder_fit import LoraFitConfig
+from metarec.like.cross_encoder_meta import CrossMetaConfig
+from metarec.like.fit import HeadFitConfig, ItemSpace, ReptileStartConfig, like_features
+from metarec.like.samples import build_like_samples, item_counts, split_users
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec

@@ -15,25 +15,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metarec.adapt.cross_encoder_fit import (
+from metarec.data.schema import Dataset
+from metarec.evaluation.metrics import auc
+from metarec.like.cross_encoder import CrossEncoder, build_prompts, load_encoder
+from metarec.like.cross_encoder_fit import (
     add_lora,
     fit_cross_encoder,
     predict_cross_encoder,
     tokenize,
 )
-from metarec.adapt.cross_encoder_meta import (
+from metarec.like.cross_encoder_meta import (
     implicit_tasks,
     load_trainable,
     meta_train_cross_encoder,
     prompt_renderer,
     trainable_state,
 )
-from metarec.adapt.like_fit import ItemSpace, fit_head, like_features, predict, reptile_start
-from metarec.data.like_samples import LikeSamples, draw_budget, with_history_targets
-from metarec.data.schema import Dataset
-from metarec.evaluation.metrics import auc
-from metarec.models.cross_encoder import CrossEncoder, build_prompts, load_encoder
-from metarec.models.like_head import LikeFeatures, LikeHead, LikeHeadConfig
+from metarec.like.fit import ItemSpace, fit_head, like_features, predict, reptile_start
+from metarec.like.head import LikeFeatures, LikeHead, LikeHeadConfig
+from metarec.like.samples import LikeSamples, draw_budget, with_history_targets
 from metarec.models.seqrec import SeqRec
 
 

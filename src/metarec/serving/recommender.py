@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from metarec.meta.inference import adapt_user, recommend
+from metarec.serving.like import known_ratings, p_like
 from metarec.serving.registry import ServedModel
 from metarec.serving.store import EventStore
 
@@ -27,6 +28,11 @@ class Ranked:
     source: str  # "model" | "popularity"
     adapted: bool = False
     adapt_ms: float | None = None
+    p_like: list[float] | None = None  # one per item when the model has a like head
+
+    @property
+    def p_likes(self) -> list[float | None]:
+        return list(self.p_like) if self.p_like is not None else [None] * len(self.items)
 
 
 class AdaptCache:
@@ -100,13 +106,22 @@ def popular(
 
 
 def for_history(
-    model: ServedModel, store: EventStore, raw_history: Sequence[str], k: int, exclude_seen: bool
+    model: ServedModel,
+    store: EventStore,
+    raw_history: Sequence[str],
+    k: int,
+    exclude_seen: bool,
+    user: str | None = None,
 ) -> Ranked:
-    """A known user's recommendations; popularity when none of its items is in the model."""
+    """A known user's recommendations; popularity when none of its items is in the model.
+    With a like head, ``p_like`` from the history and ``user``'s ratings in the store."""
     history = known_indices(model, raw_history)
     if not history:
         return Ranked(popular(model, store, k, raw_history if exclude_seen else ()), "popularity")
-    return Ranked(rank(model, history, k, exclude_seen), "model")
+    items = rank(model, history, k, exclude_seen)
+    rated = store.user_ratings(user) if model.like is not None and user is not None else {}
+    ratings = known_ratings(model, raw_history, [rated.get(r) for r in raw_history])
+    return Ranked(items, "model", p_like=p_like(model, history, ratings, [i for i, *_ in items]))
 
 
 def for_new_user(
@@ -118,13 +133,17 @@ def for_new_user(
     k: int,
     adapt: bool,
     exclude_seen: bool,
+    ratings: Sequence[float | None] | None = None,
 ) -> Ranked:
-    """Recommendations for the K interactions of a request, adapted to them when ``adapt``."""
+    """Recommendations for the K interactions of a request, adapted to them when ``adapt``;
+    with a like head, ``p_like`` from them and their ``ratings`` (one per item, or None)."""
     history = known_indices(model, raw_items)
     if not history:
         return Ranked(popular(model, store, k, raw_items if exclude_seen else ()), "popularity")
+    rated = known_ratings(model, raw_items, ratings or [None] * len(raw_items))
     if not adapt or len(history) < 2:
-        return Ranked(rank(model, history, k, exclude_seen), "model")
+        items = rank(model, history, k, exclude_seen)
+        return Ranked(items, "model", p_like=p_like(model, history, rated, [i for i, *_ in items]))
     key = (model.version, user, tuple(history))
     fast = cache.get(key)
     spent = 0.0
@@ -134,4 +153,6 @@ def for_new_user(
             fast = adapt_user(model.checkpoint.model, model.adapter, history[-model.max_len :])
         spent = 1000.0 * (time.perf_counter() - start)
         cache.put(key, fast)
-    return Ranked(rank(model, history, k, exclude_seen, fast), "model", True, spent)
+    items = rank(model, history, k, exclude_seen, fast)
+    probs = p_like(model, history, rated, [i for i, *_ in items])
+    return Ranked(items, "model", True, spent, probs)

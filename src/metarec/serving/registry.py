@@ -5,7 +5,9 @@ content-addressed weights file), so the same weights are the same version wherev
 The folders are given when the service starts; requests name versions only, never paths.
 
 A meta checkpoint (``metarec meta-train``) adapts with its meta-learned learner; a plain
-pretrained checkpoint with a default fine-tuning bundle (head policy, a few SGD steps).
+pretrained checkpoint with a default fine-tuning bundle (head policy, a few SGD steps). A
+``like-head/`` folder inside the checkpoint (``metarec like fit``) is loaded with it and checked
+against its weights; the service then answers ``p_like`` beside each recommendation.
 Activation loads the new version first and then replaces one reference, so a request either
 sees the old version or the new one, never a half-loaded model; the previous version stays
 loaded for rollback.
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 from metarec.errors import CheckpointError, ConfigError
+from metarec.like.workflow import HEAD_DIR, LikeModel, load_like_head
 from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint
 from metarec.meta.inference import PolicyBundle, default_bundle
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
@@ -48,6 +51,7 @@ class ServedModel:
     item_index: dict[str, int]
     spec: LearnerSpec | None = None  # the meta-learner's (None: the default fine-tuning)
     added: int = 0  # items added after training (scored from their text)
+    like: LikeModel | None = None  # the like head in <checkpoint>/like-head, if there is one
     loaded_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
 
@@ -80,6 +84,7 @@ class ServedModel:
             {**self.item_index, **{raw: len(self.item_index) + j for j, raw in enumerate(ids)}},
             self.spec,
             self.added + len(ids),
+            self.like,
         )
 
 
@@ -110,7 +115,8 @@ def load_served_model(path: str | Path) -> ServedModel:
         adapter, text = _adapter_for(ckpt.model, None, None), read_item_text(path, ckpt.items)
     text = text or [""] * len(ckpt.items)
     index = {raw: i for i, raw in enumerate(ckpt.items)}
-    return ServedModel(checkpoint_version(path), path, ckpt, adapter, text, index, spec)
+    like = load_like_head(path / HEAD_DIR, ckpt) if (path / HEAD_DIR).is_dir() else None
+    return ServedModel(checkpoint_version(path), path, ckpt, adapter, text, index, spec, like=like)
 
 
 def _adapter_for(model, spec: LearnerSpec | None, old) -> Learner | PolicyBundle:

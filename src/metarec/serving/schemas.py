@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from metarec.serving.store import EVENT_TYPES
 
@@ -73,6 +73,12 @@ class RecommendedItem(BaseModel):
     item: str
     score: float
     text: str = ""
+    p_like: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="P(like) from the model's like head (metarec like fit); null without one",
+    )
 
 
 class Recommendations(BaseModel):
@@ -88,6 +94,9 @@ class NewUserRequest(_Strict):
     user: str | None = Field(default=None, min_length=1, max_length=256)
     items: list[str] = Field(
         min_length=1, description="the user's interactions, raw item ids, oldest first"
+    )
+    ratings: list[float | None] | None = Field(
+        default=None, description="one rating (or null) per item, for p_like; default none"
     )
     k: int = Field(default=10, ge=1)
     adapt: bool = True
@@ -105,6 +114,21 @@ class NewUserRequest(_Strict):
             if not raw or len(raw) > 256:
                 raise ValueError(f"items[{i}] must be 1 to 256 characters")
         return items
+
+    @field_validator("ratings")
+    @classmethod
+    def _ratings_finite(cls, ratings: list[float | None] | None) -> list[float | None] | None:
+        for i, v in enumerate(ratings or []):
+            _finite(v, f"ratings[{i}]")
+        return ratings
+
+    @model_validator(mode="after")
+    def _one_rating_per_item(self) -> NewUserRequest:
+        if self.ratings is not None and len(self.ratings) != len(self.items):
+            raise ValueError(
+                f"ratings: {len(self.ratings)} given for {len(self.items)} items; give one each"
+            )
+        return self
 
 
 class ModelVersion(BaseModel):

@@ -167,6 +167,15 @@ class EventStore:
             params.append(int(limit))
         return [r[0] for r in reversed(self._query(sql, params))]
 
+    def user_ratings(self, user: str) -> dict[str, float]:
+        """The user's latest rating of each item it rated (``rating`` events with a value)."""
+        rows = self._query(
+            "SELECT item, value FROM events WHERE user_id = ? AND type = 'rating' "
+            "AND value IS NOT NULL ORDER BY ts, id",
+            (user,),
+        )
+        return {item: float(value) for item, value in rows}
+
     def count_events(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM events")[0][0])
 

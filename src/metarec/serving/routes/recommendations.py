@@ -24,7 +24,10 @@ def _answer(s: ServiceState, user: str | None, version: str, ranked: Ranked) -> 
     """The response body; the adaptation time also goes to the metrics."""
     if ranked.adapt_ms:
         s.metrics.adapt_seconds.observe(ranked.adapt_ms / 1000.0)
-    items = [RecommendedItem(item=i, score=sc, text=t) for i, sc, t in ranked.items]
+    items = [
+        RecommendedItem(item=i, score=sc, text=t, p_like=p)
+        for (i, sc, t), p in zip(ranked.items, ranked.p_likes, strict=True)
+    ]
     return Recommendations(
         user=user,
         model_version=version,
@@ -51,7 +54,8 @@ def user_recommendations(
     if not 1 <= len(user) <= 256:
         raise HTTPException(422, "user must be 1 to 256 characters")
     history = s.store.user_items(user, settings.history_limit)
-    return _answer(s, user, model.version, for_history(model, s.store, history, k, exclude_seen))
+    ranked = for_history(model, s.store, history, k, exclude_seen, user)
+    return _answer(s, user, model.version, ranked)
 
 
 @router.post("/recommendations", response_model=Recommendations)
@@ -69,6 +73,14 @@ def new_user_recommendations(
     if unknown:
         raise HTTPException(422, f"items: unknown item id(s) {unknown[:5]}")
     ranked = for_new_user(
-        model, s.store, s.cache, body.user, body.items, body.k, body.adapt, body.exclude_seen
+        model,
+        s.store,
+        s.cache,
+        body.user,
+        body.items,
+        body.k,
+        body.adapt,
+        body.exclude_seen,
+        body.ratings,
     )
     return _answer(s, body.user, model.version, ranked)

@@ -4,11 +4,11 @@ The prompt is built from ``CrossEncoderConfig.template`` (a ``str.format`` templ
 fields ``{history}`` and ``{candidate}``); each history item is rendered with ``item_template``
 (fields ``{title}`` and ``{rating}``), most recent last. The encoder (any local Hugging Face
 folder, default all-MiniLM-L6-v2) is mean-pooled over tokens; a linear head over the pooled text
-plus the numeric history features of ``models.like_head`` gives the logit. The numeric part
+plus the numeric history features of ``like.head`` gives the logit. The numeric part
 starts at the same prior as ``LikeHead`` and the text part at zero, so the untrained model
 scores like the prior and fine-tuning only has to learn what the text adds.
 
-A plain ``nn.Module``; LoRA is injected from outside (``adapt.cross_encoder_fit.add_lora``).
+A plain ``nn.Module``; LoRA is injected from outside (``like.cross_encoder_fit.add_lora``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarec.models.like_head import NUMERIC
+from metarec.like.head import NUMERIC
 
 DEFAULT_TEMPLATE = "Recently rated: {history}. Candidate: {candidate}. Will the user like it?"
 
@@ -111,7 +111,7 @@ class CrossEncoder(nn.Module):
     def score(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, numeric: torch.Tensor
     ) -> torch.Tensor:
-        """(B,) logits; numeric: (B, F) ``like_head.NUMERIC`` features."""
+        """(B,) logits; numeric: (B, F) ``like.head.NUMERIC`` features."""
         text = self.text_head(self.pooled(input_ids, attention_mask))[:, 0]
         return text + self.score_numeric(numeric)
 

@@ -10,7 +10,7 @@ and text embedding). Its logit is
 where ``w`` starts at ``LikeHeadConfig.prior`` (by default the history's like share and mean
 rating, which alone beat the history-mean baseline) and the item-quality map ``q`` starts at
 zero, so an untrained head is already a sensible scorer and few labels only have to correct it.
-A plain ``nn.Module``: ``loss(batch)`` and ``score(batch)``; training lives in ``adapt``.
+A plain ``nn.Module``: ``loss(batch)`` and ``score(batch)``; fitting lives in ``like.fit``.
 """
 
 from __future__ import annotations

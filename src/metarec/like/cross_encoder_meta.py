@@ -23,7 +23,7 @@ numeric features are rating features, so they are zero in these tasks: the numer
 no gradient and keep their prior exactly; only its bias moves. Support and query sets are
 disjoint windows of the same user. The tasks read only which items and in what order, so the
 start is learned once per run and shared by every seed and budget (default config: ~2.5 min on
-one CPU thread); tasks cut from each draw's labelled budget (as ``like_fit.reptile_start`` does
+one CPU thread); tasks cut from each draw's labelled budget (as ``like.fit.reptile_start`` does
 for the light head) would repeat that meta-training for each of the 15 draws.
 
 Caveat, measured on ml-latest-small: next item vs unseen item is not the like task. The text
@@ -42,13 +42,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarec.adapt.cross_encoder_fit import tokenize
 from metarec.adapt.policies import SubsetPolicy
 from metarec.data.schema import Interactions
 from metarec.data.sequences import group_positions, in_time_order
 from metarec.errors import DataError
-from metarec.models.cross_encoder import CrossEncoder, CrossEncoderConfig, build_prompts
-from metarec.models.like_head import NUMERIC
+from metarec.like.cross_encoder import CrossEncoder, CrossEncoderConfig, build_prompts
+from metarec.like.cross_encoder_fit import tokenize
+from metarec.like.head import NUMERIC
+from metarec.meta.inner_optim import adamw, sgd
+from metarec.meta.reptile import Reptile, ReptileConfig
 
 INNER_OPTIMIZERS = ("adamw", "sgd")
 IMPLICIT_ITEM = "{title}"  # history items of implicit tasks: no rating is shown (none is read)
@@ -82,7 +84,7 @@ class CrossMetaConfig:
 
 @dataclass(frozen=True)
 class PromptBatch:
-    """input_ids, attention_mask: (B, T); numeric: (B, F) ``like_head.NUMERIC``; labels: (B,)."""
+    """input_ids, attention_mask: (B, T); numeric: (B, F) ``like.head.NUMERIC``; labels: (B,)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -126,9 +128,6 @@ def meta_train_cross_encoder(
 
     ``tasks`` yields (support, query) pairs; ``cfg.tasks_per_step`` are drawn per meta step.
     """
-    from metarec.meta.inner_optim import adamw, sgd
-    from metarec.meta.reptile import Reptile, ReptileConfig
-
     wrapper = _PromptLoss(model)
     names = tuple(n for n, p in wrapper.named_parameters() if p.requires_grad)
     if not names:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarec.models.cross_encoder import CrossEncoder
+from metarec.like.cross_encoder import CrossEncoder
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from metarec.adapt.policies import PolicyConfig, make_policy
-from metarec.data.like_samples import LikeSamples
+from metarec.like.head import LikeFeatures, LikeHead, rating_features, similar_deviation
+from metarec.like.samples import LikeSamples
+from metarec.meta.reptile import Reptile, ReptileConfig
 from metarec.models.batch import SeqBatch
-from metarec.models.like_head import LikeFeatures, LikeHead, rating_features, similar_deviation
 from metarec.models.seqrec import SeqRec
 
 
@@ -142,8 +143,6 @@ class ReptileStartConfig:
 def reptile_start(head: LikeHead, batch: LikeFeatures, cfg: ReptileStartConfig) -> LikeHead:
     """A copy of ``head`` whose weights Reptile meta-learned on tasks drawn from ``batch``:
     each task's support is ``cfg.support`` random rows, its query another as many."""
-    from metarec.meta.reptile import Reptile, ReptileConfig
-
     model = copy.deepcopy(head)
     policy = make_policy(PolicyConfig("all"), model)
     rc = ReptileConfig(cfg.inner_lr, cfg.inner_steps, step_size=cfg.step_size)
