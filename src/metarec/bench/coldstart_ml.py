@@ -36,7 +36,7 @@ from metarec.bench.cold_users import (
     score_popularity,
     score_users,
 )
-from metarec.bench.coldstart_methods import FINETUNE, FINETUNE_POLICY, META, METHODS
+from metarec.bench.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
 from metarec.bench.coldstart_report import write_coldstart
 from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarec.bench.coldstart_methods import FINETUNE_POLICY, META
+from metarec.bench.coldstart_names import FINETUNE_POLICY, META
 from metarec.data.schema import Dataset
 from metarec.evaluation.metrics import mean_ci95
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by

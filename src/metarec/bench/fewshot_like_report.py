@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarec.bench.fewshot_like_names import BASELINES, CROSS_ENCODERS
 from metarec.evaluation.plots import plot_metric_by
 from metarec.evaluation.report import ResultRow, ci_metric, write_metrics_json, write_report_md
 
@@ -43,7 +44,6 @@ def summarise(cfg, fits) -> list[ResultRow]:
 
 def beats_baselines(cfg, rows: list[ResultRow], test: str) -> list[str]:
     """Markdown lines: each learned method against the best baseline at every budget."""
-    from metarec.bench.fewshot_like import BASELINES
 
     mean = {
         (r.method, r.setting["samples"]): r.metrics["AUC"]["mean"]
@@ -152,7 +152,6 @@ def _intro(cfg, data, info: dict) -> str:
 
 
 def _notes(cfg, info: dict, fits) -> list[str]:
-    from metarec.bench.fewshot_like import CROSS_ENCODERS
 
     notes = [
         "seqrec-head and seqrec-head-reptile also use each labelled sample's own history "
