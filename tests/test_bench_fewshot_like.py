@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from metarec.bench.fewshot_like import (
-    CROSS_ENCODERS,
-    METHODS,
-    FewshotLikeConfig,
-    quick_config,
-    run_fewshot_like,
-)
+from metarec.bench.fewshot_like import FewshotLikeConfig, quick_config, run_fewshot_like
 from metarec.bench.fewshot_like_methods import Fitted
+from metarec.bench.fewshot_like_names import CROSS_ENCODERS, METHODS
 from metarec.bench.fewshot_like_report import beats_baselines, pivot, summarise
 from metarec.cli import app
 from metarec.errors import ConfigError
