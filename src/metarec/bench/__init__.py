@@ -1,0 +1,1 @@
+"""Protocols: the benchmarks of docs/protocols.md, run by ``metarec bench NAME`` on any dataset."""

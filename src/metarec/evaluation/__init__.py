@@ -1,0 +1,1 @@
+"""Evaluation: pure metric functions, full-catalogue ranking, result rows, reports and plots."""
