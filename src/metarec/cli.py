@@ -306,9 +306,9 @@ def adapt(
             metavar="ID...", help="Raw item ids of the user's interactions, oldest first."
         ),
     ],
-    items: Annotated[
-        bool, typer.Option("--items", help="Optional marker before the ids: --items ID [ID ...]")
-    ] = False,
+    # the ids are the arguments; ``--items`` before them is accepted so that command lines
+    # written as ``--items ID [ID ...]`` keep working, and hidden from the help
+    items: Annotated[bool, typer.Option("--items", hidden=True)] = False,
     top: Annotated[int, typer.Option(help="How many recommendations to show.")] = 10,
     steps: Annotated[int | None, typer.Option(help="Inner steps (default: the learner's).")] = None,
 ) -> None:
