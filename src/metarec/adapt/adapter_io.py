@@ -96,8 +96,8 @@ def load_adapter(path: Path, base: Path | None = None) -> Adapter:
             f"but {base} holds {str(ckpt.meta.get('weights_sha256'))[:16]}"
         )
     config = _finetune_config(doc, path)
-    if not isinstance(ckpt.model, SeqRec):
-        raise CheckpointError(f"base {base} is not a SeqRec checkpoint")
+    if ckpt.model_type != "seqrec":
+        raise CheckpointError(f"base {base} is not a SeqRec checkpoint ({ckpt.model_type})")
     model = ckpt.model
     if doc.get("new_catalogue"):
         text = _tensors(path, CATALOGUE, doc.get("catalogue_sha256"))["text_embeddings"]
