@@ -13,12 +13,13 @@ import torch
 from metarec.adapt import POLICIES, PolicyConfig, make_policy
 from metarec.meta import (
     LearnedOptimConfig,
+    LearnerSpec,
     MAMLConfig,
     MetaSGDConfig,
     Reptile,
     ReptileConfig,
     adapt,
-    anil,
+    build_learner,
     functional_loss,
     learned_optim,
     maml,
@@ -95,7 +96,9 @@ def test_second_order_matches_finite_differences_and_first_order_does_not():
 
 def test_anil_adapts_the_head_and_meta_learns_the_body():
     model = tiny_seqrec()
-    learner = anil(model, MAMLConfig(inner_lr=0.2))
+    learner = build_learner(
+        model, LearnerSpec("anil", PolicyConfig("head"), MAMLConfig(inner_lr=0.2))
+    )
     assert set(learner.policy.touched) == {
         n for n, _ in model.named_parameters() if n.startswith(("blocks.0.", "norm."))
     }

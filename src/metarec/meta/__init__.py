@@ -1,9 +1,9 @@
 """Meta-learning over tasks: one functional inner loop and the algorithms built on it.
 
 ``adapt`` (meta.inner) is the inner loop every algorithm, the evaluation and the service share;
-``maml``/``anil``/``meta_sgd``/``learned_optim`` build a ``MetaLearner`` (meta.core), ``Reptile``
-has its own outer update. All of them expose ``meta_step(tasks)``, ``adapt_task(support)`` and
-``score(fast, batch, items=None)``.
+``maml``/``meta_sgd``/``learned_optim`` build a ``MetaLearner`` (meta.core; ANIL is MAML over the
+``head`` policy, a registry entry), ``Reptile`` has its own outer update. All of them satisfy
+``Learner``: ``meta_step(tasks)``, ``adapt_task(support)`` and ``score(fast, batch, items=None)``.
 
 Around them: ``meta.tasks`` (user next-item / like-click tasks, domain tasks, ``TaskSampler``),
 ``meta.learners`` (algorithms by name: ``LearnerSpec``, ``build_learner``), ``meta.train``
@@ -14,7 +14,6 @@ fold end to end (what ``metarec meta-train`` runs) is ``metarec.workflows.meta_t
 
 from __future__ import annotations
 
-from metarec.meta.anil import anil
 from metarec.meta.checkpoint import MetaCheckpoint, load_meta_checkpoint, save_meta_checkpoint
 from metarec.meta.core import (
     INNER_LR,
@@ -84,7 +83,6 @@ __all__ = [
     "adapt_latency",
     "adapt_user",
     "algorithms",
-    "anil",
     "build_learner",
     "call_method",
     "domain_tasks",
