@@ -203,7 +203,11 @@ def test_config_file_and_flags_merge(tmp_path):
     cfg.write_text("[model]\nitem_repr = 'text'\ndim = 32\n[train]\nlr = 0.01\nmax_epochs = 7\n")
     spec, train = pretrain_settings(cfg, {"item_repr": "id", "loss": None}, {"max_epochs": None})
     assert (spec.item_repr, spec.dim) == ("id", 32)  # the flag wins over the file
-    assert (train.lr, train.max_epochs, train.batch_size) == (0.01, 7, 32)
+    # unset keys keep the product's pretraining defaults (warm-ml's batches of 8, cosine decay)
+    assert (train.lr, train.max_epochs, train.batch_size) == (0.01, 7, 8)
+    assert train.schedule == "cosine"
+    # id-only: the text adaptor's PCA start is dropped; the co-occurrence id start stays
+    assert (spec.text_init, spec.id_init) == ("random", "cooccurrence")
 
 
 def test_bad_toml_and_unknown_table(tmp_path):
