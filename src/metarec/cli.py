@@ -321,9 +321,9 @@ def adapt(
 
 
 def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool) -> None:
-    from metarec.bench.warm_ml import WarmMLConfig, run_warm_ml
     from metarec.config import demo_config, quick_config
     from metarec.evaluation.report import format_table
+    from metarec.protocols.warm_ml import WarmMLConfig, run_warm_ml
 
     _writable_folder(out)
     cfg = WarmMLConfig(data=data, out=out, seeds=tuple(seeds))
@@ -387,9 +387,9 @@ def bench_coldstart_ml(
     from dataclasses import replace
 
     from metarec.adapt.policies import PolicyConfig
-    from metarec.bench.coldstart_ml import ColdstartConfig, run_coldstart_ml
     from metarec.config import coldstart_quick_config
     from metarec.evaluation.report import format_table
+    from metarec.protocols.coldstart_ml import ColdstartConfig, run_coldstart_ml
 
     _writable_folder(out)
     try:
@@ -432,7 +432,7 @@ def bench_train_throughput(
     steps: Annotated[int, typer.Option(help="Timed pretraining steps.")] = 100,
 ) -> None:
     """PROTOCOLS.md train-throughput: rates against the machine's peak, and growth."""
-    from metarec.bench.throughput import ThroughputConfig, run_throughput
+    from metarec.protocols.throughput import ThroughputConfig, run_throughput
 
     _writable_folder(out)
     cfg = ThroughputConfig(data=data, out=out, steps=steps, scales=tuple(scale or (1, 2, 4, 8)))
@@ -458,8 +458,8 @@ def bench_fewshot_like(
     """PROTOCOLS.md fewshot-like: like/dislike AUC from 16 / 64 / 256 labelled samples."""
     from dataclasses import replace
 
-    from metarec.bench.fewshot_like import FewshotLikeConfig, quick_config, run_fewshot_like
     from metarec.evaluation.report import format_table
+    from metarec.protocols.fewshot_like import FewshotLikeConfig, quick_config, run_fewshot_like
 
     _writable_folder(out)
     try:
@@ -498,8 +498,8 @@ def bench_serve_load(
     ] = None,
 ) -> None:
     """PROTOCOLS.md serve-load: metarec serve under load from a separate process."""
-    from metarec.bench.serve_load import DEFAULT_RATES, ServeLoadConfig, run_serve_load
     from metarec.evaluation.report import format_table
+    from metarec.protocols.serve_load import DEFAULT_RATES, ServeLoadConfig, run_serve_load
 
     rates = dict(DEFAULT_RATES)
     for item in rate or []:
@@ -656,9 +656,9 @@ def bench_transfer_scientific(
     """PROTOCOLS.md transfer-scientific: zero-shot, few-shot and full target training."""
     from dataclasses import replace
 
-    from metarec.bench.transfer_scientific import TransferConfig, run_transfer
     from metarec.config import transfer_quick_config
     from metarec.evaluation.report import format_table
+    from metarec.protocols.transfer_scientific import TransferConfig, run_transfer
 
     _writable_folder(out)
     cfg = TransferConfig(out=out, target=target, seed=seed, base=base)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from metarec.adapt.finetune import FinetuneConfig, finetune_train
 from metarec.adapt.policies import DEFAULT_POLICY, PolicyConfig
-from metarec.bench.coldstart_ml import ColdstartConfig
-from metarec.bench.transfer_scientific import TransferConfig
-from metarec.bench.warm_ml import WarmMLConfig
 from metarec.errors import ConfigError
 from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
+from metarec.protocols.coldstart_ml import ColdstartConfig
+from metarec.protocols.transfer_scientific import TransferConfig
+from metarec.protocols.warm_ml import WarmMLConfig
 from metarec.training.loop import TrainConfig
 from metarec.workflows.meta_train import FoldTasks
 from metarec.workflows.pretrain import DEFAULT_SPEC, DEFAULT_TRAIN, ModelSpec

@@ -29,16 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from metarec.adapt.policies import PolicyConfig, make_policy
-from metarec.bench.cold_users import (
-    ColdUser,
-    MethodScores,
-    cold_users,
-    score_popularity,
-    score_users,
-)
-from metarec.bench.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
-from metarec.bench.coldstart_report import write_coldstart
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import (
@@ -53,6 +43,16 @@ from metarec.meta.inner_optim import adamw
 from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.tasks import next_item_tasks
 from metarec.meta.train import MetaTrainConfig, meta_train
+from metarec.protocols.cold_users import (
+    ColdUser,
+    MethodScores,
+    cold_users,
+    score_popularity,
+    score_users,
+)
+from metarec.protocols.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
+from metarec.protocols.coldstart_report import write_coldstart
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec

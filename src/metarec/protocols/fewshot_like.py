@@ -34,15 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.bench.fewshot_like_methods import (
-    Fitted,
-    RunData,
-    cross_encoder_meta_start,
-    run_budget,
-)
-from metarec.bench.fewshot_like_names import METHODS
-from metarec.bench.fewshot_like_report import write_fewshot_like
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
@@ -51,6 +42,15 @@ from metarec.like.cross_encoder_fit import LoraFitConfig
 from metarec.like.cross_encoder_meta import CrossMetaConfig
 from metarec.like.fit import HeadFitConfig, ItemSpace, ReptileStartConfig, like_features
 from metarec.like.samples import build_like_samples, item_counts, split_users
+from metarec.protocols.fewshot_like_methods import (
+    Fitted,
+    RunData,
+    cross_encoder_meta_start,
+    run_budget,
+)
+from metarec.protocols.fewshot_like_names import METHODS
+from metarec.protocols.fewshot_like_report import write_fewshot_like
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec

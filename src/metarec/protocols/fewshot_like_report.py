@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metarec.bench.fewshot_like_names import BASELINES, CROSS_ENCODERS
 from metarec.evaluation.plots import plot_metric_by
 from metarec.evaluation.report import ResultRow, ci_metric, write_metrics_json, write_report_md
+from metarec.protocols.fewshot_like_names import BASELINES, CROSS_ENCODERS
 
 PROTOCOL = "fewshot-like"
 

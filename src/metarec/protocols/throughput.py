@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset, Interactions, ItemCatalog
 from metarec.data.splits import leave_one_out
@@ -32,6 +31,7 @@ from metarec.evaluation.plots import plot_scaling
 from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
 from metarec.meta.learners import LearnerSpec, build_learner
 from metarec.meta.tasks import TaskSampler, next_item_tasks
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig, make_optimizer, train_epoch
 from metarec.training.pretrain import prepare_next_item, seqrec_batches
 from metarec.workflows.pretrain import ModelSpec, TextFeatures, build_seqrec, item_text_features

@@ -17,15 +17,15 @@ from pathlib import Path
 
 from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
 from metarec.adapt.finetune import FINETUNE_TRAIN, STRATEGY_LR, FinetuneConfig
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
-from metarec.bench.transfer_init import MetaInitConfig, meta_init
-from metarec.bench.transfer_report import BASELINES, write_transfer_report
 from metarec.data.combine import load_combined
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.report import ResultRow
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
+from metarec.protocols.transfer_init import MetaInitConfig, meta_init
+from metarec.protocols.transfer_report import BASELINES, write_transfer_report
 from metarec.training.checkpoint import Checkpoint, load_checkpoint
 from metarec.training.fusion import FusionFit
 from metarec.training.loop import TrainConfig

@@ -3,7 +3,7 @@
 1. A fresh event store is filled with the dataset's interactions (the known users' histories),
    timed: ingestion straight into the store.
 2. ``metarec serve --model CKPT --db URL --port P`` is started as a subprocess and waited for.
-3. ``metarec.bench.load_client`` runs in its own process over loopback, one mix after the other
+3. ``metarec.protocols.load_client`` runs in its own process over loopback, one mix after the other
    at its offered rate: known users' recommendations, new users with K interactions adapted at
    request time, event ingestion in batches.
 4. The server's peak resident memory is read from /proc before it is stopped; the events the
@@ -84,7 +84,7 @@ def run_serve_load(cfg: ServeLoadConfig, log: Callable[[str], None] = print) -> 
         }
         client = [
             sys.executable,
-            *("-m", "metarec.bench.load_client", "--url", f"http://127.0.0.1:{port}"),
+            *("-m", "metarec.protocols.load_client", "--url", f"http://127.0.0.1:{port}"),
             *("--spec", json.dumps(spec), "--seconds", str(cfg.seconds)),
             *("--max-requests", str(cfg.max_requests), "--k", str(cfg.k)),
             *("--batch", str(cfg.batch)),

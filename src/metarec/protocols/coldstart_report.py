@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from metarec.bench.coldstart_names import FINETUNE_POLICY, META
 from metarec.data.schema import Dataset
 from metarec.evaluation.metrics import mean_ci95
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
 from metarec.evaluation.report import ResultRow, ci_metric, write_metrics_json, write_report_md
+from metarec.protocols.coldstart_names import FINETUNE_POLICY, META
 
 PROTOCOL = "coldstart-ml"
 COMPARE_WITH = ("no-adapt", "finetune-all")

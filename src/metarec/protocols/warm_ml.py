@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import leave_one_out
@@ -25,6 +24,7 @@ from metarec.evaluation.report import (
     write_metrics_json,
     write_report_md,
 )
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import NextItemData, fit_popularity, prepare_next_item, train_bpr
 from metarec.workflows.pretrain import (
