@@ -6,10 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from metarec.config import quick_config
 from metarec.errors import ConfigError
 from metarec.evaluation.report import read_metrics_json
-from metarec.protocols.warm_ml import WarmMLConfig, run_warm_ml
+from metarec.protocols.warm_ml import WarmMLConfig, quick_config, run_warm_ml
 
 COLOURS = ["red", "green", "blue", "yellow", "black", "white"]
 

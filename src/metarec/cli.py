@@ -321,16 +321,11 @@ def adapt(
 
 
 def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool) -> None:
-    from metarec.config import demo_config, quick_config
     from metarec.evaluation.report import format_table
-    from metarec.protocols.warm_ml import WarmMLConfig, run_warm_ml
+    from metarec.protocols.warm_ml import config_from_options, run_warm_ml
 
     _writable_folder(out)
-    cfg = WarmMLConfig(data=data, out=out, seeds=tuple(seeds))
-    if demo:
-        cfg = demo_config(cfg)
-    if quick:
-        cfg = quick_config(cfg)
+    cfg = config_from_options(out, data, seeds, quick, demo)
     start = time.perf_counter()
     res = run_warm_ml(cfg, log=_say)
     typer.echo(format_table(res["results"], ["HR@10", "NDCG@10", "MRR@10"]))

@@ -16,7 +16,6 @@ from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
 from metarec.protocols.coldstart_ml import ColdstartConfig
 from metarec.protocols.transfer_scientific import TransferConfig
-from metarec.protocols.warm_ml import WarmMLConfig
 from metarec.training.loop import TrainConfig
 from metarec.workflows.meta_train import FoldTasks
 from metarec.workflows.pretrain import DEFAULT_SPEC, DEFAULT_TRAIN, ModelSpec
@@ -181,30 +180,6 @@ def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
         )
     name = values.pop("policy", DEFAULT_POLICY)
     return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
-
-
-def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:
-    """The demo: popularity, BPR and metarec under time budgets that fit in a few minutes."""
-    return replace(
-        cfg,
-        methods=("popularity", "bpr", "metarec"),
-        # its cosine decay over 4 epochs (~90 s on 2 cores) ends inside the budget
-        seqrec=replace(cfg.seqrec, max_epochs=4, time_budget_s=100.0),
-        bpr=replace(cfg.bpr, time_budget_s=20.0),
-        title="metarec demo: warm-ml on the bundled ml-latest-small",
-    )
-
-
-def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
-    """Smoke-test budgets: two epochs each. Never the configuration that is reported."""
-    return replace(
-        cfg,
-        quick=True,
-        title=cfg.title + " (quick smoke test: not a reported result)",
-        seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
-        sasrec=replace(cfg.sasrec, max_epochs=2, time_budget_s=None),
-        bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
-    )
 
 
 def coldstart_quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
