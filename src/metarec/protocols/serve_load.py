@@ -27,7 +27,8 @@ import httpx
 
 from metarec.data.loaders.registry import load_dataset
 from metarec.errors import CheckpointError, ConfigError
-from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
+from metarec.evaluation.report import ResultRow
+from metarec.protocols.experiment import Experiment
 from metarec.serving.registry import load_served_model
 from metarec.serving.store import Event, open_store
 
@@ -184,12 +185,12 @@ def _write(cfg, dataset_name, mixes, stored, peak_mb, seed_rate, out, log) -> di
             f"{m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms, {m['errors']} errors"
         )
     extra = {"seed_events_per_s": seed_rate, "server_peak_rss_mb": peak_mb, "cpus": os.cpu_count()}
-    metrics_json = write_metrics_json(out, PROTOCOL, dataset_name, rows, [0], extra)
+    exp = Experiment(PROTOCOL, dataset_name, [0], out, "serve-load: the service under load")
+    exp.add(*rows)
     intro = (
         f"`metarec serve --model {cfg.model}` on loopback, loaded by a separate process (open "
         f"loop, each mix for {cfg.seconds:g} s or {cfg.max_requests} requests). The store was "
         f"first filled with {dataset_name}'s interactions ({seed_rate:,.0f} events/s straight "
         f"into the store). Server peak memory: {peak_mb:.0f} MB."
     )
-    report = write_report_md(out, "serve-load: the service under load", intro, rows)
-    return {"results": rows, "metrics_json": metrics_json, "report": report}
+    return exp.finish(intro, extra=extra)
