@@ -48,12 +48,14 @@ from metarec.protocols.fewshot_like_methods import (
     cross_encoder_meta_start,
     run_budget,
 )
-from metarec.protocols.fewshot_like_names import METHODS
+from metarec.protocols.fewshot_like_names import CROSS_ENCODERS, METHODS
 from metarec.protocols.fewshot_like_report import write_fewshot_like
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
+
+__all__ = ["CROSS_ENCODERS", "METHODS", "FewshotLikeConfig", "quick_config", "run_fewshot_like"]
 
 PROTOCOL = "fewshot-like"
 
