@@ -38,18 +38,18 @@ from metarec.data.splits import (
     leave_one_out,
 )
 from metarec.errors import ConfigError
-from metarec.meta.inference import PolicyBundle
-from metarec.meta.inner_optim import adamw
-from metarec.meta.learners import LearnerSpec, build_learner, default_config
-from metarec.meta.tasks import next_item_tasks
-from metarec.meta.train import MetaTrainConfig, meta_train
-from metarec.protocols.cold_users import (
+from metarec.meta.cold_users import (
     ColdUser,
     MethodScores,
     cold_users,
     score_popularity,
     score_users,
 )
+from metarec.meta.inference import PolicyBundle
+from metarec.meta.inner_optim import adamw
+from metarec.meta.learners import LearnerSpec, build_learner, default_config
+from metarec.meta.tasks import next_item_tasks
+from metarec.meta.train import MetaTrainConfig, meta_train
 from metarec.protocols.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
 from metarec.protocols.coldstart_report import write_coldstart
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
