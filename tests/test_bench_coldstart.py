@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.config import coldstart_quick_config
 from metarec.data.schema import Interactions
 from metarec.errors import ConfigError
 from metarec.evaluation.report import read_metrics_json
 from metarec.meta.cold_users import cold_users, score_popularity, score_users
 from metarec.models import SeqRec, SeqRecConfig
 from metarec.protocols.coldstart_ml import METHODS, ColdstartConfig, run_coldstart_ml
+from metarec.protocols.coldstart_ml import quick_config as coldstart_quick_config
 from metarec.workflows.pretrain import ModelSpec
 from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 

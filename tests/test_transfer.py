@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from metarec.adapt.adapter_io import load_adapter
-from metarec.config import transfer_quick_config
 from metarec.data.combine import load_combined
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
@@ -19,6 +18,7 @@ from metarec.evaluation.report import read_metrics_json
 from metarec.models import SeqBatch
 from metarec.protocols.transfer_init import MetaInitConfig
 from metarec.protocols.transfer_scientific import TransferConfig, run_transfer
+from metarec.protocols.transfer_scientific import quick_config as transfer_quick_config
 from metarec.training.checkpoint import load_checkpoint
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item

@@ -6,7 +6,7 @@ Only the CLI reads files; library code takes the dataclasses.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from metarec.adapt.finetune import FinetuneConfig, finetune_train
@@ -14,8 +14,6 @@ from metarec.adapt.policies import DEFAULT_POLICY, PolicyConfig
 from metarec.errors import ConfigError
 from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
-from metarec.protocols.coldstart_ml import ColdstartConfig
-from metarec.protocols.transfer_scientific import TransferConfig
 from metarec.training.loop import TrainConfig
 from metarec.workflows.meta_train import FoldTasks
 from metarec.workflows.pretrain import DEFAULT_SPEC, DEFAULT_TRAIN, ModelSpec
@@ -180,30 +178,3 @@ def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
         )
     name = values.pop("policy", DEFAULT_POLICY)
     return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
-
-
-def coldstart_quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
-    """coldstart-ml smoke-test budgets: two pretraining epochs, four meta steps, one fine-tuning
-    learning rate. Never the configuration that is reported."""
-    return replace(
-        cfg,
-        quick=True,
-        title=cfg.title + " (quick smoke test: not a reported result)",
-        pretrain=replace(cfg.pretrain, max_epochs=2, time_budget_s=None),
-        meta=replace(cfg.meta, max_steps=4, eval_every=2, time_budget_s=None),
-        finetune_lrs=cfg.finetune_lrs[1:2] or cfg.finetune_lrs,
-    )
-
-
-def transfer_quick_config(cfg: TransferConfig) -> TransferConfig:
-    """transfer-scientific smoke-test budgets: two epochs everywhere, a few meta steps, one
-    fraction. Never the configuration that is reported."""
-    two = {"max_epochs": 2, "time_budget_s": None}
-    return replace(
-        cfg,
-        quick=True,
-        fractions=cfg.fractions[-1:],
-        pretrain=replace(cfg.pretrain, **two),
-        finetune=replace(cfg.finetune, **two),
-        init=replace(cfg.init, meta=replace(cfg.init.meta, max_steps=3, eval_every=2)),
-    )

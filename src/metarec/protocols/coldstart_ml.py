@@ -270,3 +270,46 @@ def _score_all(run: FoldRun, method: str, model, adapter, cold: dict[int, list[C
 def _brief(run: FoldRun, method: str, k: int) -> str:
     s = run.scores.get((method, k))
     return "" if s is None else f"NDCG@10 at K={k}: {np.mean(s.ndcg):.4f}"
+
+
+def quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
+    """coldstart-ml smoke-test budgets: two pretraining epochs, four meta steps, one fine-tuning
+    learning rate. Never the configuration that is reported."""
+    return replace(
+        cfg,
+        quick=True,
+        title=cfg.title + " (quick smoke test: not a reported result)",
+        pretrain=replace(cfg.pretrain, max_epochs=2, time_budget_s=None),
+        meta=replace(cfg.meta, max_steps=4, eval_every=2, time_budget_s=None),
+        finetune_lrs=cfg.finetune_lrs[1:2] or cfg.finetune_lrs,
+    )
+
+
+def config_from_options(
+    out: Path,
+    data: str | None,
+    options: dict,
+    pretrain_budget: float,
+    meta_budget: float,
+    quick: bool,
+) -> ColdstartConfig:
+    """What ``metarec bench coldstart-ml`` runs: flags left at None keep the protocol's value.
+    ``options``: n_folds, fold_seed, folds, ks, methods, policy (a name), outer_lr."""
+    try:
+        cfg = ColdstartConfig(
+            data=data, out=out, n_folds=options["n_folds"], fold_seed=options["fold_seed"]
+        )
+        policy = options["policy"]
+        cfg = replace(
+            cfg,
+            folds=tuple(options["folds"]) if options["folds"] else None,
+            ks=tuple(options["ks"]) if options["ks"] else cfg.ks,
+            methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
+            policy=PolicyConfig(policy) if policy else cfg.policy,
+            pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
+            meta=replace(cfg.meta, time_budget_s=meta_budget),
+            outer_lr=options["outer_lr"],
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return quick_config(cfg) if quick else cfg

@@ -119,6 +119,31 @@ def quick_config(cfg: FewshotLikeConfig) -> FewshotLikeConfig:
     )
 
 
+def config_from_options(
+    out: Path,
+    data: str | None,
+    split_seed: int,
+    options: dict,
+    template: str | None,
+    quick: bool,
+) -> FewshotLikeConfig:
+    """What ``metarec bench fewshot-like`` runs; ``options``: seeds, budgets, methods (empty:
+    the protocol's); ``template``: the cross-encoder's prompt."""
+    try:
+        cfg = FewshotLikeConfig(data=data, out=out, split_seed=split_seed)
+        cfg = replace(
+            cfg,
+            seeds=tuple(options["seeds"]) if options["seeds"] else cfg.seeds,
+            budgets=tuple(options["budgets"]) if options["budgets"] else cfg.budgets,
+            methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
+        )
+        if template is not None:
+            cfg = replace(cfg, cross=replace(cfg.cross, template=template))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return quick_config(cfg) if quick else cfg
+
+
 def run_fewshot_like(cfg: FewshotLikeConfig, log: Callable[[str], None] = print) -> dict:
     """Run the protocol; returns {"results", "metrics_json", "report", "seconds"}."""
 

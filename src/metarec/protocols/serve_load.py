@@ -58,6 +58,18 @@ class ServeLoadConfig:
             raise ConfigError("seconds, max_requests, k and batch must be positive")
 
 
+def parse_rates(items: list[str] | None) -> dict[str, float]:
+    """``--rate MIX=NUMBER`` flags over the default offered rates."""
+    rates = dict(DEFAULT_RATES)
+    for item in items or []:
+        name, _, value = item.partition("=")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--rate {item!r}: expected MIX=NUMBER") from None
+    return rates
+
+
 def run_serve_load(cfg: ServeLoadConfig, log: Callable[[str], None] = print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,13 @@ class ThroughputConfig:
     progress: bool = True
 
 
+def config_from_options(
+    out: Path, data: str | None, scales: list[int] | None, steps: int
+) -> ThroughputConfig:
+    """What ``metarec bench train-throughput`` runs (scales 1, 2, 4, 8 unless given)."""
+    return ThroughputConfig(data=data, out=out, steps=steps, scales=tuple(scales or (1, 2, 4, 8)))
+
+
 def matmul_peak(n: int = 1024, seconds: float = 2.0) -> float:
     """Float32 FLOP/s of square matrix multiplies on this machine (best of several runs)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
