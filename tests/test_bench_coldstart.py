@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.bench.cold_users import cold_users, score_popularity, score_users
-from metarec.bench.coldstart_ml import METHODS, ColdstartConfig, run_coldstart_ml
-from metarec.config import coldstart_quick_config
 from metarec.data.schema import Interactions
 from metarec.errors import ConfigError
 from metarec.evaluation.report import read_metrics_json
+from metarec.meta.cold_users import cold_users, score_popularity, score_users
 from metarec.models import SeqRec, SeqRecConfig
+from metarec.protocols.coldstart_ml import METHODS, ColdstartConfig, run_coldstart_ml
+from metarec.protocols.coldstart_ml import quick_config as coldstart_quick_config
 from metarec.workflows.pretrain import ModelSpec
 from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 
@@ -104,7 +104,7 @@ def test_outer_rate_reaches_every_adamw_meta_learner():
 
 def test_coldstart_runner_writes_every_method_and_k(small_dataset, tmp_path, monkeypatch):  # noqa: F811
     inter, text = small_dataset
-    load_small(monkeypatch, "metarec.bench.coldstart_ml.load_dataset", text)
+    load_small(monkeypatch, "metarec.protocols.coldstart_ml.load_dataset", text)
     cfg = ColdstartConfig(
         data=str(inter),
         out=tmp_path / "out",
@@ -150,8 +150,8 @@ def test_coldstart_runner_writes_every_method_and_k(small_dataset, tmp_path, mon
 
 
 def test_pivot_marks_the_best_method_of_each_k():
-    from metarec.bench.coldstart_report import pivot
     from metarec.evaluation.report import ResultRow
+    from metarec.protocols.coldstart_report import pivot
 
     rows = [
         ResultRow("a", {"K": 1}, {"NDCG@10": {"mean": 0.2, "ci95": [0.1, 0.3]}}),

@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from metarec.bench.fewshot_like import FewshotLikeConfig, quick_config, run_fewshot_like
-from metarec.bench.fewshot_like_methods import Fitted
-from metarec.bench.fewshot_like_names import CROSS_ENCODERS, METHODS
-from metarec.bench.fewshot_like_report import beats_baselines, pivot, summarise
 from metarec.cli import app
 from metarec.errors import ConfigError
 from metarec.evaluation.metrics import mean_ci95
 from metarec.evaluation.report import read_metrics_json
+from metarec.protocols.fewshot_like import (
+    CROSS_ENCODERS,
+    METHODS,
+    FewshotLikeConfig,
+    quick_config,
+    run_fewshot_like,
+)
+from metarec.protocols.fewshot_like_methods import Fitted
+from metarec.protocols.fewshot_like_report import beats_baselines, pivot, summarise
 
 
 def test_summary_pools_seeds_and_checks_every_baseline():
@@ -49,7 +54,7 @@ def test_summary_pools_seeds_and_checks_every_baseline():
 def test_report_of_cross_encoders_alone_has_no_empty_whole_set_table(tmp_path):
     from types import SimpleNamespace
 
-    from metarec.bench.fewshot_like_report import write_fewshot_like
+    from metarec.protocols.fewshot_like_report import write_fewshot_like
 
     cfg = FewshotLikeConfig(seeds=(0, 1), budgets=(16,), methods=CROSS_ENCODERS)
     fits = [
@@ -116,7 +121,7 @@ def test_fewshot_like_runs_every_method(rated_dataset, tmp_path, monkeypatch):
     inter, text = rated_dataset
     real = registry.load_dataset
     monkeypatch.setattr(
-        "metarec.bench.fewshot_like.load_dataset",
+        "metarec.protocols.fewshot_like.load_dataset",
         lambda name: real(
             name,
             user="user_id",

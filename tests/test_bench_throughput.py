@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from metarec.bench.throughput import (
+from metarec.data.loaders.registry import load_dataset
+from metarec.evaluation.report import read_metrics_json
+from metarec.protocols.throughput import (
     ThroughputConfig,
     growth_exponent,
     more_items,
     more_users,
     run_throughput,
 )
-from metarec.data.loaders.registry import load_dataset
-from metarec.evaluation.report import read_metrics_json
 from metarec.workflows.pretrain import ModelSpec
 from test_bench_warm_ml import load_small, small_dataset  # noqa: F401
 
@@ -33,7 +33,7 @@ def test_resampled_data_keeps_the_sequences(small_dataset):  # noqa: F811
 
 def test_throughput_run_writes_rates_and_exponents(small_dataset, tmp_path, monkeypatch):  # noqa: F811
     inter, text = small_dataset
-    load_small(monkeypatch, "metarec.bench.throughput.load_dataset", text)
+    load_small(monkeypatch, "metarec.protocols.throughput.load_dataset", text)
     spec = ModelSpec(dim=16, n_layers=1, n_heads=1, text_hidden=16, max_len=8)
     cfg = ThroughputConfig(
         data=str(inter),

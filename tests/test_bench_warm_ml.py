@@ -6,10 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from metarec.bench.warm_ml import WarmMLConfig, run_warm_ml
-from metarec.config import quick_config
 from metarec.errors import ConfigError
 from metarec.evaluation.report import read_metrics_json
+from metarec.protocols.warm_ml import WarmMLConfig, quick_config, run_warm_ml
 
 COLOURS = ["red", "green", "blue", "yellow", "black", "white"]
 
@@ -44,7 +43,7 @@ def load_small(monkeypatch, target: str, text) -> None:
 
 def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
     inter, text = small_dataset
-    load_small(monkeypatch, "metarec.bench.warm_ml.load_dataset", text)
+    load_small(monkeypatch, "metarec.protocols.warm_ml.load_dataset", text)
     cfg = quick_config(
         WarmMLConfig(data=str(inter), out=tmp_path / "out", seeds=(0, 1), progress=False)
     )

@@ -121,8 +121,8 @@ def test_adapt_needs_a_meta_trained_model(monkeypatch, capsys, base_model):
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "meta-sgd"])
 def test_meta_train_defaults_to_the_inner_loop_coldstart_validated(algorithm, tmp_path):
-    from metarec.bench.coldstart_ml import ColdstartConfig
     from metarec.config import meta_train_settings
+    from metarec.protocols.coldstart_ml import ColdstartConfig
 
     bench = ColdstartConfig()
     spec, _, _ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})

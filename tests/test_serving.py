@@ -416,9 +416,9 @@ def test_post_items_makes_new_items_recommendable_and_keeps_them(tmp_path, versi
 @pytest.mark.slow
 def test_serve_load_bench_end_to_end(tmp_path):
     """serve-load on a tiny catalogue: the server as a subprocess, the load from another one."""
-    from metarec.bench.serve_load import ServeLoadConfig, run_serve_load
     from metarec.data.loaders.registry import load_dataset
     from metarec.evaluation.report import read_metrics_json
+    from metarec.protocols.serve_load import ServeLoadConfig, run_serve_load
 
     lines = ["user,item,ts"]
     lines += [f"u{u},m{(u * 7 + t) % N_ITEMS},{t}" for u in range(12) for t in range(8)]

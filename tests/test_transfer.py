@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from metarec.adapt.adapter_io import load_adapter
-from metarec.bench.transfer_init import MetaInitConfig
-from metarec.bench.transfer_scientific import TransferConfig, run_transfer
-from metarec.config import transfer_quick_config
 from metarec.data.combine import load_combined
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
 from metarec.evaluation.report import read_metrics_json
 from metarec.models import SeqBatch
+from metarec.protocols.transfer_init import MetaInitConfig
+from metarec.protocols.transfer_scientific import TransferConfig, run_transfer
+from metarec.protocols.transfer_scientific import quick_config as transfer_quick_config
 from metarec.training.checkpoint import load_checkpoint
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
@@ -198,8 +198,8 @@ def test_pretrain_command_takes_several_datasets(domains, tmp_path, monkeypatch,
 
 
 def test_verdicts_compare_the_best_transferred_model_with_the_target_only_text_model():
-    from metarec.bench.transfer_report import verdicts
     from metarec.evaluation.report import ResultRow
+    from metarec.protocols.transfer_report import verdicts
 
     def row(method, fraction, ndcg, **setting):
         metrics = {"NDCG@10": ndcg, "Recall@10": 2 * ndcg}
@@ -224,7 +224,7 @@ def test_verdicts_compare_the_best_transferred_model_with_the_target_only_text_m
 def test_the_bench_command_fuses_by_default_and_can_turn_fusion_off(
     flag, fused, tmp_path, monkeypatch, capsys
 ):
-    import metarec.bench.transfer_scientific as ts
+    import metarec.protocols.transfer_scientific as ts
 
     seen = []
 

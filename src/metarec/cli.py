@@ -321,16 +321,11 @@ def adapt(
 
 
 def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool) -> None:
-    from metarec.bench.warm_ml import WarmMLConfig, run_warm_ml
-    from metarec.config import demo_config, quick_config
     from metarec.evaluation.report import format_table
+    from metarec.protocols.warm_ml import config_from_options, run_warm_ml
 
     _writable_folder(out)
-    cfg = WarmMLConfig(data=data, out=out, seeds=tuple(seeds))
-    if demo:
-        cfg = demo_config(cfg)
-    if quick:
-        cfg = quick_config(cfg)
+    cfg = config_from_options(out, data, seeds, quick, demo)
     start = time.perf_counter()
     res = run_warm_ml(cfg, log=_say)
     typer.echo(format_table(res["results"], ["HR@10", "NDCG@10", "MRR@10"]))
@@ -384,30 +379,13 @@ def bench_coldstart_ml(
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md coldstart-ml: every adaptation method at every K over the folds."""
-    from dataclasses import replace
-
-    from metarec.adapt.policies import PolicyConfig
-    from metarec.bench.coldstart_ml import ColdstartConfig, run_coldstart_ml
-    from metarec.config import coldstart_quick_config
     from metarec.evaluation.report import format_table
+    from metarec.protocols.coldstart_ml import config_from_options, run_coldstart_ml
 
     _writable_folder(out)
-    try:
-        cfg = ColdstartConfig(data=data, out=out, n_folds=n_folds, fold_seed=fold_seed)
-        cfg = replace(
-            cfg,
-            folds=tuple(fold) if fold else None,
-            ks=tuple(k) if k else cfg.ks,
-            methods=tuple(method) if method else cfg.methods,
-            policy=PolicyConfig(policy) if policy else cfg.policy,
-            pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
-            meta=replace(cfg.meta, time_budget_s=meta_budget),
-            outer_lr=outer_lr,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    if quick:
-        cfg = coldstart_quick_config(cfg)
+    options = {"n_folds": n_folds, "fold_seed": fold_seed, "folds": fold, "ks": k}
+    options |= {"methods": method, "policy": policy, "outer_lr": outer_lr}
+    cfg = config_from_options(out, data, options, pretrain_budget, meta_budget, quick)
     start = time.perf_counter()
     res = run_coldstart_ml(cfg, log=_say)
     typer.echo(format_table(res["results"], ["NDCG@10", "Recall@10", "AUC"]))
@@ -432,10 +410,10 @@ def bench_train_throughput(
     steps: Annotated[int, typer.Option(help="Timed pretraining steps.")] = 100,
 ) -> None:
     """PROTOCOLS.md train-throughput: rates against the machine's peak, and growth."""
-    from metarec.bench.throughput import ThroughputConfig, run_throughput
+    from metarec.protocols.throughput import config_from_options, run_throughput
 
     _writable_folder(out)
-    cfg = ThroughputConfig(data=data, out=out, steps=steps, scales=tuple(scale or (1, 2, 4, 8)))
+    cfg = config_from_options(out, data, scale, steps)
     res = run_throughput(cfg, log=_say)
     typer.echo(f"report:       {res['report']}")
     typer.echo(f"metrics.json: {res['metrics_json']}")
@@ -456,26 +434,12 @@ def bench_fewshot_like(
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md fewshot-like: like/dislike AUC from 16 / 64 / 256 labelled samples."""
-    from dataclasses import replace
-
-    from metarec.bench.fewshot_like import FewshotLikeConfig, quick_config, run_fewshot_like
     from metarec.evaluation.report import format_table
+    from metarec.protocols.fewshot_like import config_from_options, run_fewshot_like
 
     _writable_folder(out)
-    try:
-        cfg = FewshotLikeConfig(data=data, out=out, split_seed=split_seed)
-        cfg = replace(
-            cfg,
-            seeds=tuple(seed) if seed else cfg.seeds,
-            budgets=tuple(budget) if budget else cfg.budgets,
-            methods=tuple(method) if method else cfg.methods,
-        )
-        if template is not None:
-            cfg = replace(cfg, cross=replace(cfg.cross, template=template))
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    if quick:
-        cfg = quick_config(cfg)
+    options = {"seeds": seed, "budgets": budget, "methods": method}
+    cfg = config_from_options(out, data, split_seed, options, template, quick)
     res = run_fewshot_like(cfg, log=_say)
     typer.echo(format_table([r for r in res["results"] if r.setting["adapted"]], ["AUC"]))
     typer.echo(f"\nfinished in {res['seconds']:.0f} s")
@@ -498,16 +462,10 @@ def bench_serve_load(
     ] = None,
 ) -> None:
     """PROTOCOLS.md serve-load: metarec serve under load from a separate process."""
-    from metarec.bench.serve_load import DEFAULT_RATES, ServeLoadConfig, run_serve_load
     from metarec.evaluation.report import format_table
+    from metarec.protocols.serve_load import ServeLoadConfig, parse_rates, run_serve_load
 
-    rates = dict(DEFAULT_RATES)
-    for item in rate or []:
-        name, _, value = item.partition("=")
-        try:
-            rates[name] = float(value)
-        except ValueError:
-            raise ConfigError(f"--rate {item!r}: expected MIX=NUMBER") from None
+    rates = parse_rates(rate)
     _writable_folder(out)
     cfg = ServeLoadConfig(model=model, data=data, db=db, out=out, seconds=seconds, rates=rates)
     res = run_serve_load(cfg, log=_say)
@@ -654,23 +612,13 @@ def bench_transfer_scientific(
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md transfer-scientific: zero-shot, few-shot and full target training."""
-    from dataclasses import replace
-
-    from metarec.bench.transfer_scientific import TransferConfig, run_transfer
-    from metarec.config import transfer_quick_config
     from metarec.evaluation.report import format_table
+    from metarec.protocols.transfer_scientific import config_from_options, run_transfer
 
     _writable_folder(out)
-    cfg = TransferConfig(out=out, target=target, seed=seed, base=base)
-    cfg = replace(
-        cfg,
-        sources=tuple(source) if source else cfg.sources,
-        strategies=tuple(strategy) if strategy else cfg.strategies,
-        spec=replace(cfg.spec, domain_embedding=domain_embedding),
-        text_fusion=text_fusion,
+    cfg = config_from_options(
+        out, target, seed, base, source, strategy, domain_embedding, text_fusion, quick
     )
-    if quick:
-        cfg = transfer_quick_config(cfg)
     res = run_transfer(cfg, log=_say)
     typer.echo(format_table(res["results"], list(res["metrics"])))
     typer.echo(f"report:       {res['report']}")

@@ -6,14 +6,11 @@ Only the CLI reads files; library code takes the dataclasses.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from metarec.adapt.finetune import FinetuneConfig, finetune_train
 from metarec.adapt.policies import DEFAULT_POLICY, PolicyConfig
-from metarec.bench.coldstart_ml import ColdstartConfig
-from metarec.bench.transfer_scientific import TransferConfig
-from metarec.bench.warm_ml import WarmMLConfig
 from metarec.errors import ConfigError
 from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
@@ -181,54 +178,3 @@ def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
         )
     name = values.pop("policy", DEFAULT_POLICY)
     return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
-
-
-def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:
-    """The demo: popularity, BPR and metarec under time budgets that fit in a few minutes."""
-    return replace(
-        cfg,
-        methods=("popularity", "bpr", "metarec"),
-        # its cosine decay over 4 epochs (~90 s on 2 cores) ends inside the budget
-        seqrec=replace(cfg.seqrec, max_epochs=4, time_budget_s=100.0),
-        bpr=replace(cfg.bpr, time_budget_s=20.0),
-        title="metarec demo: warm-ml on the bundled ml-latest-small",
-    )
-
-
-def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
-    """Smoke-test budgets: two epochs each. Never the configuration that is reported."""
-    return replace(
-        cfg,
-        quick=True,
-        title=cfg.title + " (quick smoke test: not a reported result)",
-        seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
-        sasrec=replace(cfg.sasrec, max_epochs=2, time_budget_s=None),
-        bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
-    )
-
-
-def coldstart_quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
-    """coldstart-ml smoke-test budgets: two pretraining epochs, four meta steps, one fine-tuning
-    learning rate. Never the configuration that is reported."""
-    return replace(
-        cfg,
-        quick=True,
-        title=cfg.title + " (quick smoke test: not a reported result)",
-        pretrain=replace(cfg.pretrain, max_epochs=2, time_budget_s=None),
-        meta=replace(cfg.meta, max_steps=4, eval_every=2, time_budget_s=None),
-        finetune_lrs=cfg.finetune_lrs[1:2] or cfg.finetune_lrs,
-    )
-
-
-def transfer_quick_config(cfg: TransferConfig) -> TransferConfig:
-    """transfer-scientific smoke-test budgets: two epochs everywhere, a few meta steps, one
-    fraction. Never the configuration that is reported."""
-    two = {"max_epochs": 2, "time_budget_s": None}
-    return replace(
-        cfg,
-        quick=True,
-        fractions=cfg.fractions[-1:],
-        pretrain=replace(cfg.pretrain, **two),
-        finetune=replace(cfg.finetune, **two),
-        init=replace(cfg.init, meta=replace(cfg.init.meta, max_steps=3, eval_every=2)),
-    )

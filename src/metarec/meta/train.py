@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -164,15 +165,27 @@ def rank_metrics(
 ) -> dict[str, torch.Tensor]:
     """Per-row NDCG@k and Recall@k (R,) of ``ranking`` under ``params`` (full catalogue);
     ``item_vectors`` as in ``functional_score``."""
-    device = model_device(model)
-    history = ranking.history.to(device)
+    history = ranking.history.to(model_device(model))
     scores = functional_score(model, params, history, None, item_vectors)  # (R, N)
+    return rank_scores(scores, ranking.positives, ranking.exclude, k)
+
+
+def rank_scores(
+    scores: torch.Tensor,
+    positives: Sequence[np.ndarray],
+    exclude: Sequence[np.ndarray],
+    k: int = 10,
+) -> dict[str, torch.Tensor]:
+    """Per-row NDCG@k and Recall@k (R,) of scores (R, N): row r's ``positives[r]`` ranked over
+    the full catalogue minus ``exclude[r]``. The one ranking of held-out tasks and cold users
+    (``meta.cold_users``), so meta-validation and the cold-start tables cannot drift apart."""
+    device = scores.device
     relevant = torch.zeros_like(scores, dtype=torch.bool)
-    exclude = torch.zeros_like(relevant)
-    for row, (pos, seen) in enumerate(zip(ranking.positives, ranking.exclude, strict=True)):
+    excluded = torch.zeros_like(relevant)
+    for row, (pos, seen) in enumerate(zip(positives, exclude, strict=True)):
         relevant[row, torch.as_tensor(pos, device=device)] = True
-        exclude[row, torch.as_tensor(seen, device=device)] = True
-    hits, n_relevant = topk_hits(scores, relevant, min(k, scores.shape[1]), exclude)
+        excluded[row, torch.as_tensor(seen, device=device)] = True
+    hits, n_relevant = topk_hits(scores, relevant, min(k, scores.shape[1]), excluded)
     return {
         f"NDCG@{k}": ndcg_at_k(hits, n_relevant, hits.shape[1]),
         f"Recall@{k}": recall_at_k(hits, n_relevant, hits.shape[1]),

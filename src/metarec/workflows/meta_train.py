@@ -4,7 +4,8 @@ This is what ``metarec meta-train`` calls. It composes the fold split, the tasks
 the loop and the writers, and owns none of their logic. The fold's train users are split once
 more (seeded) into meta-training users and held-out meta-validation users; the fold's cold users
 are only evaluated, after meta-training: with no adaptation (the base model, the support set as
-history) and adapted by the meta-trained learner.
+history) and adapted by the meta-trained learner, by the scorer coldstart-ml uses
+(``meta.cold_users.score_users``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from metarec.evaluation.report import (
     write_report_md,
 )
 from metarec.meta.checkpoint import META_CONFIG, MetaCheckpoint, save_meta_checkpoint
+from metarec.meta.cold_users import ColdUser, cold_users, score_users
 from metarec.meta.inference import adapt_latency, adapt_user, recommend
 from metarec.meta.learners import Learner, LearnerSpec, build_learner
 from metarec.meta.tasks import Task, check_task_sizes, next_item_tasks
-from metarec.meta.train import MetaTrainConfig, MetaTrainResult, evaluate_tasks, meta_train
+from metarec.meta.train import MetaTrainConfig, MetaTrainResult, meta_train
 from metarec.training.checkpoint import CONFIG, Checkpoint, load_checkpoint
 
 METRICS = ("NDCG@10", "Recall@10")
@@ -71,8 +73,9 @@ class MetaRunResult:
 
 def fold_tasks(
     dataset: Dataset, settings: FoldTasks, max_len: int
-) -> tuple[list[Task], list[Task], list[Task]]:
-    """(meta-train, meta-validation, cold-user test) next-item tasks of one fold."""
+) -> tuple[list[Task], list[Task], list[ColdUser]]:
+    """(meta-train, meta-validation) next-item tasks and the cold users of one fold, drawn as
+    coldstart-ml draws them (``meta.cold_users``)."""
     folds = cold_start_folds(dataset, settings.n_folds, settings.fold_seed)
     fold = folds[settings.fold]
     valid_users, train_users = fold_validation_users(
@@ -84,7 +87,9 @@ def fold_tasks(
             inter = inter.take(np.isin(inter.user, keep))
         return next_item_tasks(inter, settings.k, settings.n_query, max_len)
 
-    return tasks(fold.train, train_users), tasks(fold.train, valid_users), tasks(fold.test)
+    seed = (settings.fold_seed, settings.fold)
+    test = cold_users(fold.test, settings.k, settings.n_query, dataset.n_items, seed)
+    return tasks(fold.train, train_users), tasks(fold.train, valid_users), test
 
 
 def meta_train_fold(
@@ -110,11 +115,11 @@ def meta_train_fold(
         learner = build_learner(model, spec)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    no_adapt = evaluate_tasks(learner, test, steps=0)
+    no_adapt = score_users(model, None, test).ranking()
     res = meta_train(learner, train, valid, config)
     log(f"meta-training stopped: {res.stopped}")
-    adapted = evaluate_tasks(learner, test)
-    users = [t.support_items.tolist() for t in test[:50]]
+    adapted = score_users(model, learner, test).ranking()
+    users = [cu.support.tolist() for cu in test[:50]]
     cost = {k: v for k, v in adapt_latency(model, learner, users).items() if k != "users"}
     rows = _rows(spec, settings, no_adapt, adapted, res, cost)
     run = MetaRunResult(learner, res, rows, _notes(ckpt, settings, spec))

@@ -11,15 +11,17 @@ zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from metarec.bench.coldstart_names import FINETUNE_POLICY, META
 from metarec.data.schema import Dataset
 from metarec.evaluation.metrics import mean_ci95
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
-from metarec.evaluation.report import ResultRow, ci_metric, write_metrics_json, write_report_md
+from metarec.evaluation.report import ResultRow, ci_metric
+from metarec.protocols.coldstart_names import FINETUNE_POLICY, META
+from metarec.protocols.experiment import Experiment, Plot
 
 PROTOCOL = "coldstart-ml"
 COMPARE_WITH = ("no-adapt", "finetune-all")
@@ -88,34 +90,24 @@ def compare(cfg, runs) -> list[Comparison]:
 def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
     results = summarise(cfg, runs)
     comparisons = compare(cfg, runs)
-    plots = [("NDCG@10 against K", plot_metric_by(results, "NDCG@10", "K", out / "ndcg_by_k.png"))]
+    device = str(cfg.pretrain.resolved_device())
+    exp = Experiment(PROTOCOL, dataset.name, [cfg.fold_seed], out, cfg.title, device=device)
+    exp.add(*results)
+    plots = [Plot("NDCG@10 against K", "ndcg_by_k.png", partial(plot_metric_by, results, *_BY_K))]
     curves = {m: c for m, c in runs[0].curves.items() if c}
     if curves:
-        path = plot_learning_curves(curves, out / "meta_validation.png", xlabel="meta step")
-        plots.append((f"Meta-validation NDCG@10, all K >= 2 (fold {runs[0].fold})", path))
+        caption = f"Meta-validation NDCG@10, all K >= 2 (fold {runs[0].fold})"
+        draw = partial(plot_learning_curves, curves, xlabel="meta step")
+        plots.append(Plot(caption, "meta_validation.png", draw))
     extra = {
         "quick": cfg.quick,
         "folds": [r.fold for r in runs],
         "n_folds": cfg.n_folds,
         "pretrain": {str(r.fold): r.pretrain for r in runs},
         "finetune_lr": {str(r.fold): r.chosen_lr for r in runs},
-        "comparisons": [
-            {
-                "method": c.method,
-                "baseline": c.baseline,
-                "K": c.k,
-                "NDCG@10_diff": {"mean": c.diff, "ci95": list(c.ci95)},
-                "per_fold": list(c.per_fold),
-                "verdict": c.verdict,
-            }
-            for c in comparisons
-        ],
+        "comparisons": [_comparison_doc(c) for c in comparisons],
         "settings": _settings(cfg),
     }
-    device = str(cfg.pretrain.resolved_device())
-    metrics_json = write_metrics_json(
-        out, PROTOCOL, dataset.name, results, [cfg.fold_seed], extra, device=device
-    )
     sections = [
         ("NDCG@10 by K (mean ± 95% CI half-width over folds)", pivot(results, "NDCG@10")),
         (
@@ -123,20 +115,27 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
             comparison_table(comparisons),
         ),
     ]
-    report = write_report_md(
-        out,
-        cfg.title,
+    res = exp.finish(
         _intro(cfg, dataset, runs),
-        results,
-        plots,
-        _notes(cfg, runs, comparisons),
-        sections,
+        notes=_notes(cfg, runs, comparisons),
+        sections=sections,
+        plots=plots,
+        extra=extra,
     )
+    return {**res, "comparisons": comparisons}
+
+
+_BY_K = ("NDCG@10", "K")
+
+
+def _comparison_doc(c: Comparison) -> dict:
     return {
-        "results": results,
-        "comparisons": comparisons,
-        "metrics_json": metrics_json,
-        "report": report,
+        "method": c.method,
+        "baseline": c.baseline,
+        "K": c.k,
+        "NDCG@10_diff": {"mean": c.diff, "ci95": list(c.ci95)},
+        "per_fold": list(c.per_fold),
+        "verdict": c.verdict,
     }
 
 

@@ -9,13 +9,15 @@ method against every baseline at every budget, and a plot of AUC against the bud
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from metarec.bench.fewshot_like_names import BASELINES, CROSS_ENCODERS
 from metarec.evaluation.plots import plot_metric_by
-from metarec.evaluation.report import ResultRow, ci_metric, write_metrics_json, write_report_md
+from metarec.evaluation.report import ResultRow, ci_metric
+from metarec.protocols.experiment import Experiment, Plot
+from metarec.protocols.fewshot_like_names import BASELINES, CROSS_ENCODERS
 
 PROTOCOL = "fewshot-like"
 
@@ -94,17 +96,17 @@ def _fmt(v: dict) -> str:
 
 def write_fewshot_like(cfg, data, fits, info: dict, out: Path) -> dict:
     rows = summarise(cfg, fits)
+    exp = Experiment(PROTOCOL, data.dataset.name, cfg.seeds, out, cfg.title)
+    exp.add(*rows)
     plots = []
     for test in ("all", "subset"):
         after = [r for r in rows if r.setting["adapted"] and r.setting["test"] == test]
         if after:
-            path = plot_metric_by(after, "AUC", "samples", out / f"auc_by_budget_{test}.png")
-            plots.append((f"AUC against labelled samples (test set: {test})", path))
+            caption = f"AUC against labelled samples (test set: {test})"
+            draw = partial(plot_metric_by, after, "AUC", "samples")
+            plots.append(Plot(caption, f"auc_by_budget_{test}.png", draw))
     extra = {"quick": cfg.quick, "budgets": list(cfg.budgets), "run": info}
     extra["settings"] = _settings(cfg)
-    metrics_json = write_metrics_json(
-        out, PROTOCOL, data.dataset.name, rows, list(cfg.seeds), extra
-    )
     sections = [
         (f"AUC on the {title} ({n:,} samples)", pivot(rows, test))
         for test, title, n in (
@@ -115,8 +117,8 @@ def write_fewshot_like(cfg, data, fits, info: dict, out: Path) -> dict:
     ]
     notes = beats_baselines(cfg, rows, "all") + beats_baselines(cfg, rows, "subset")
     notes += _notes(cfg, info, fits)
-    report = write_report_md(out, cfg.title, _intro(cfg, data, info), rows, plots, notes, sections)
-    return {"results": rows, "metrics_json": metrics_json, "report": report}
+    intro = _intro(cfg, data, info)
+    return exp.finish(intro, notes=notes, sections=sections, plots=plots, extra=extra)
 
 
 def _settings(cfg) -> dict:

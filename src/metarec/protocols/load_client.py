@@ -1,4 +1,4 @@
-"""The load generator of serve-load, run as its own process (``-m metarec.bench.load_client``).
+"""The load generator of serve-load, run as its own process (``-m metarec.protocols.load_client``).
 
 Open loop: requests are started on a fixed schedule (``rate`` per second) whatever the answers
 take, so a slow server shows up as latency, not as a lower offered rate; at most ``max_inflight``

@@ -17,15 +17,15 @@ from pathlib import Path
 
 from metarec.adapt.adapter_io import Adapter, adapter_size_bytes, save_adapter
 from metarec.adapt.finetune import FINETUNE_TRAIN, STRATEGY_LR, FinetuneConfig
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
-from metarec.bench.transfer_init import MetaInitConfig, meta_init
-from metarec.bench.transfer_report import BASELINES, write_transfer_report
 from metarec.data.combine import load_combined
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.report import ResultRow
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
+from metarec.protocols.transfer_init import MetaInitConfig, meta_init
+from metarec.protocols.transfer_report import BASELINES, write_transfer_report
 from metarec.training.checkpoint import Checkpoint, load_checkpoint
 from metarec.training.fusion import FusionFit
 from metarec.training.loop import TrainConfig
@@ -265,3 +265,40 @@ def run_transfer(cfg: TransferConfig, log: Callable[[str], None] = print) -> dic
         for name in cfg.baselines:
             run_baseline(run, data, fraction, name)
     return write_transfer_report(run, time.perf_counter() - start)
+
+
+def quick_config(cfg: TransferConfig) -> TransferConfig:
+    """transfer-scientific smoke-test budgets: two epochs everywhere, a few meta steps, one
+    fraction. Never the configuration that is reported."""
+    two = {"max_epochs": 2, "time_budget_s": None}
+    return replace(
+        cfg,
+        quick=True,
+        fractions=cfg.fractions[-1:],
+        pretrain=replace(cfg.pretrain, **two),
+        finetune=replace(cfg.finetune, **two),
+        init=replace(cfg.init, meta=replace(cfg.init.meta, max_steps=3, eval_every=2)),
+    )
+
+
+def config_from_options(
+    out: Path,
+    target: str,
+    seed: int,
+    base: Path | None,
+    sources: list[str] | None,
+    strategies: list[str] | None,
+    domain_embedding: bool,
+    text_fusion: bool,
+    quick: bool,
+) -> TransferConfig:
+    """What ``metarec bench transfer-scientific`` runs; empty lists keep the protocol's."""
+    cfg = TransferConfig(out=out, target=target, seed=seed, base=base)
+    cfg = replace(
+        cfg,
+        sources=tuple(sources) if sources else cfg.sources,
+        strategies=tuple(strategies) if strategies else cfg.strategies,
+        spec=replace(cfg.spec, domain_embedding=domain_embedding),
+        text_fusion=text_fusion,
+    )
+    return quick_config(cfg) if quick else cfg

@@ -1,10 +1,13 @@
-"""Cold-start users of one fold, and how one adaptation method scores on them.
+"""Cold-start users, and how one adaptation method scores on them: the library's one scorer.
 
 A ``ColdUser`` holds, for one K, what PROTOCOLS.md coldstart-ml ranks: support = the user's first
 K interactions in time, query = up to the next ``n_query``, and as many sampled items the user
 never interacted with (for AUC and log-loss of the like/click logit). ``score_users`` adapts the
 model to each user's support set (``meta.inference.adapt_user``), ranks the full catalogue minus
-the support items from the support set as history, and times every adaptation.
+the support items from the support set as history, and times every adaptation. Both
+``metarec meta-train``'s no-adapt / adapted table (``workflows.meta_train``) and the coldstart-ml
+protocol score cold users here; the ranking itself is ``meta.train.rank_scores``, the one
+meta-validation uses too.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from torch import nn
 
 from metarec.data.schema import Interactions
 from metarec.data.sequences import user_sequences
-from metarec.evaluation.metrics import auc, log_loss, ndcg_at_k, recall_at_k, topk_hits
+from metarec.evaluation.metrics import auc, log_loss
 from metarec.evaluation.next_item import model_device
 from metarec.meta.functional import frozen_item_vectors, functional_score
 from metarec.meta.inference import PolicyBundle, adapt_user, model_max_len
 from metarec.meta.learners import Learner
 from metarec.meta.tasks import history_batch, user_parts
-from metarec.meta.train import eval_mode
+from metarec.meta.train import eval_mode, rank_scores
 
 Adapter = Learner | PolicyBundle
 
@@ -47,8 +50,12 @@ class MethodScores:
     logits: list[np.ndarray] = field(default_factory=list)
     adapt_ms: list[float] = field(default_factory=list)
 
+    def ranking(self) -> dict[str, float]:
+        """Mean NDCG@10 and Recall@10 over users."""
+        return {"NDCG@10": float(np.mean(self.ndcg)), "Recall@10": float(np.mean(self.recall))}
+
     def metrics(self, with_logloss: bool = True) -> dict[str, float]:
-        out = {"NDCG@10": float(np.mean(self.ndcg)), "Recall@10": float(np.mean(self.recall))}
+        out = self.ranking()
         y = np.concatenate(self.labels)
         z = torch.from_numpy(np.concatenate(self.logits)).double()
         out["AUC"] = auc(y, z)
@@ -102,13 +109,9 @@ def score_popularity(counts: np.ndarray, users: list[ColdUser], k: int = 10) -> 
 
 
 def _add_user(out: MethodScores, scores: torch.Tensor, cu: ColdUser, k: int) -> None:
-    relevant = torch.zeros(1, scores.numel(), dtype=torch.bool)
-    relevant[0, torch.from_numpy(cu.query)] = True
-    exclude = torch.zeros_like(relevant)
-    exclude[0, torch.from_numpy(cu.support)] = True
-    hits, n_rel = topk_hits(scores[None], relevant, min(k, scores.numel()), exclude)
-    out.ndcg.append(float(ndcg_at_k(hits, n_rel, hits.shape[1])[0]))
-    out.recall.append(float(recall_at_k(hits, n_rel, hits.shape[1])[0]))
+    ranked = rank_scores(scores[None], (cu.query,), (cu.support,), k)
+    out.ndcg.append(float(ranked[f"NDCG@{k}"][0]))
+    out.recall.append(float(ranked[f"Recall@{k}"][0]))
     both = np.concatenate([cu.query, cu.negatives])
     out.logits.append(scores[torch.from_numpy(both)].double().numpy())
     out.labels.append(np.r_[np.ones(len(cu.query)), np.zeros(len(cu.negatives))])

@@ -10,21 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.next_item import evaluate_next_item
-from metarec.evaluation.report import (
-    ResultRow,
-    ci_metric,
-    plot_learning_curves,
-    write_metrics_json,
-    write_report_md,
-)
+from metarec.evaluation.plots import plot_learning_curves
+from metarec.protocols.experiment import Experiment, Method, MethodRun, Plot
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import NextItemData, fit_popularity, prepare_next_item, train_bpr
 from metarec.workflows.pretrain import (
@@ -71,13 +66,6 @@ class WarmMLConfig:
             raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
         if not self.seeds:
             raise ConfigError("at least one seed is needed")
-
-
-@dataclass
-class MethodRun:
-    test: dict[str, float]
-    cost: dict[str, float]
-    curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,18 +129,8 @@ RUNNERS: dict[str, Callable[[RunContext, int], MethodRun]] = {
 }
 
 
-def _summarise(method: str, runs: list[MethodRun]) -> ResultRow:
-    metrics = {}
-    for name in REPORTED:
-        values = [r.test[name] for r in runs]
-        metrics[name] = values[0] if len(values) == 1 else ci_metric(values)
-    cost = {k: sum(r.cost[k] for r in runs) / len(runs) for k in runs[0].cost}
-    cost["peak_rss_mb"] = max(r.cost["peak_rss_mb"] for r in runs)
-    return ResultRow(method=method, setting={"split": "leave-one-out"}, metrics=metrics, cost=cost)
-
-
 def run_warm_ml(cfg: WarmMLConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the protocol; returns {"results", "metrics_json", "report", "checkpoint"}."""
+    """Run the protocol; returns {"results", "metrics_json", "report", "checkpoint", "plots"}."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(cfg.data)
@@ -165,38 +143,28 @@ def run_warm_ml(cfg: WarmMLConfig, log: Callable[[str], None] = print) -> dict:
         text = item_text_features(dataset, cfg.spec, cfg.progress)
         log(f"item text: {text.info.get('text_encode', '')}")
     ctx = RunContext(cfg, dataset, data, text, out)
-    per_method: dict[str, list[MethodRun]] = {m: [] for m in cfg.methods}
-    for seed in cfg.seeds:
-        for method in cfg.methods:
-            log(f"[seed {seed}] {method} ...")
-            reset_peak_rss()
-            run = RUNNERS[method](ctx, seed)
-            run.cost["peak_rss_mb"] = peak_rss_mb()
-            per_method[method].append(run)
-            log(
-                f"[seed {seed}] {method}: NDCG@10 {run.test['NDCG@10']:.4f} "
-                f"HR@10 {run.test['HR@10']:.4f} in {run.cost['train_seconds']:.1f} s"
-            )
-    results = [_summarise(m, runs) for m, runs in per_method.items()]
-    curves = {m: runs[0].curve for m, runs in per_method.items() if runs[0].curve}
-    return _write(cfg, dataset, results, curves, out)
-
-
-def _write(cfg, dataset, results, curves, out: Path) -> dict:
-    plots = []
-    if curves:
-        plots.append(
-            (
-                "Validation NDCG@10 by epoch (first seed)",
-                plot_learning_curves(curves, out / "learning_curves.png"),
-            )
-        )
-    extra = {"quick": cfg.quick, "curves": {m: [list(p) for p in c] for m, c in curves.items()}}
     device = str(cfg.seqrec.resolved_device())
-    metrics_json = write_metrics_json(
-        out, PROTOCOL, dataset.name, results, list(cfg.seeds), extra, device=device
-    )
-    intro = (
+    exp = Experiment(PROTOCOL, dataset.name, cfg.seeds, out, cfg.title, device=device, log=log)
+    methods = [Method(m, partial(RUNNERS[m], ctx)) for m in cfg.methods]
+    exp.run(methods, REPORTED, {"split": "leave-one-out"}, _brief)
+    curves = exp.curves()
+    plots = [Plot(_CURVES, "learning_curves.png", partial(plot_learning_curves, curves))]
+    extra = {"quick": cfg.quick, "curves": {m: [list(p) for p in c] for m, c in curves.items()}}
+    res = exp.finish(_intro(cfg, dataset), plots=plots if curves else (), extra=extra)
+    ckpt = out / "checkpoint"
+    return {**res, "checkpoint": ckpt if ckpt.is_dir() else None}
+
+
+_CURVES = "Validation NDCG@10 by epoch (first seed)"
+
+
+def _brief(run: MethodRun) -> str:
+    m = run.metrics
+    return f"NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} in {run.cost['train_seconds']:.1f} s"
+
+
+def _intro(cfg: WarmMLConfig, dataset: Dataset) -> str:
+    return (
         f"Dataset {dataset.name} ({dataset.n_users:,} users, {dataset.n_items:,} items). "
         "Leave-one-out split, history window 50, full-catalogue ranking with the whole history "
         "excluded; models selected on validation NDCG@10; test figures below. "
@@ -204,11 +172,37 @@ def _write(cfg, dataset, results, curves, out: Path) -> dict:
         f"id_init={cfg.spec.id_init!r} ('cooccurrence': id vectors start from item "
         "co-occurrence in the training sequences); metarec: item text and id vectors."
     )
-    report = write_report_md(out, cfg.title, intro, results, plots)
-    ckpt = out / "checkpoint"
-    return {
-        "results": results,
-        "metrics_json": metrics_json,
-        "report": report,
-        "checkpoint": ckpt if ckpt.is_dir() else None,
-    }
+
+
+def demo_config(cfg: WarmMLConfig) -> WarmMLConfig:
+    """The demo: popularity, BPR and metarec under time budgets that fit in a few minutes."""
+    return replace(
+        cfg,
+        methods=("popularity", "bpr", "metarec"),
+        # its cosine decay over 4 epochs (~90 s on 2 cores) ends inside the budget
+        seqrec=replace(cfg.seqrec, max_epochs=4, time_budget_s=100.0),
+        bpr=replace(cfg.bpr, time_budget_s=20.0),
+        title="metarec demo: warm-ml on the bundled ml-latest-small",
+    )
+
+
+def quick_config(cfg: WarmMLConfig) -> WarmMLConfig:
+    """Smoke-test budgets: two epochs each. Never the configuration that is reported."""
+    return replace(
+        cfg,
+        quick=True,
+        title=cfg.title + " (quick smoke test: not a reported result)",
+        seqrec=replace(cfg.seqrec, max_epochs=2, time_budget_s=None),
+        sasrec=replace(cfg.sasrec, max_epochs=2, time_budget_s=None),
+        bpr=replace(cfg.bpr, max_epochs=2, time_budget_s=None),
+    )
+
+
+def config_from_options(
+    out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool
+) -> WarmMLConfig:
+    """What ``metarec bench warm-ml`` and ``metarec demo`` run, from their flags."""
+    cfg = WarmMLConfig(data=data, out=out, seeds=tuple(seeds))
+    if demo:
+        cfg = demo_config(cfg)
+    return quick_config(cfg) if quick else cfg

@@ -3,7 +3,7 @@
 1. A fresh event store is filled with the dataset's interactions (the known users' histories),
    timed: ingestion straight into the store.
 2. ``metarec serve --model CKPT --db URL --port P`` is started as a subprocess and waited for.
-3. ``metarec.bench.load_client`` runs in its own process over loopback, one mix after the other
+3. ``metarec.protocols.load_client`` runs in its own process over loopback, one mix after the other
    at its offered rate: known users' recommendations, new users with K interactions adapted at
    request time, event ingestion in batches.
 4. The server's peak resident memory is read from /proc before it is stopped; the events the
@@ -27,7 +27,8 @@ import httpx
 
 from metarec.data.loaders.registry import load_dataset
 from metarec.errors import CheckpointError, ConfigError
-from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
+from metarec.evaluation.report import ResultRow
+from metarec.protocols.experiment import Experiment
 from metarec.serving.registry import load_served_model
 from metarec.serving.store import Event, open_store
 
@@ -57,6 +58,18 @@ class ServeLoadConfig:
             raise ConfigError("seconds, max_requests, k and batch must be positive")
 
 
+def parse_rates(items: list[str] | None) -> dict[str, float]:
+    """``--rate MIX=NUMBER`` flags over the default offered rates."""
+    rates = dict(DEFAULT_RATES)
+    for item in items or []:
+        name, _, value = item.partition("=")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--rate {item!r}: expected MIX=NUMBER") from None
+    return rates
+
+
 def run_serve_load(cfg: ServeLoadConfig, log: Callable[[str], None] = print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +97,7 @@ def run_serve_load(cfg: ServeLoadConfig, log: Callable[[str], None] = print) -> 
         }
         client = [
             sys.executable,
-            *("-m", "metarec.bench.load_client", "--url", f"http://127.0.0.1:{port}"),
+            *("-m", "metarec.protocols.load_client", "--url", f"http://127.0.0.1:{port}"),
             *("--spec", json.dumps(spec), "--seconds", str(cfg.seconds)),
             *("--max-requests", str(cfg.max_requests), "--k", str(cfg.k)),
             *("--batch", str(cfg.batch)),
@@ -184,12 +197,12 @@ def _write(cfg, dataset_name, mixes, stored, peak_mb, seed_rate, out, log) -> di
             f"{m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms, {m['errors']} errors"
         )
     extra = {"seed_events_per_s": seed_rate, "server_peak_rss_mb": peak_mb, "cpus": os.cpu_count()}
-    metrics_json = write_metrics_json(out, PROTOCOL, dataset_name, rows, [0], extra)
+    exp = Experiment(PROTOCOL, dataset_name, [0], out, "serve-load: the service under load")
+    exp.add(*rows)
     intro = (
         f"`metarec serve --model {cfg.model}` on loopback, loaded by a separate process (open "
         f"loop, each mix for {cfg.seconds:g} s or {cfg.max_requests} requests). The store was "
         f"first filled with {dataset_name}'s interactions ({seed_rate:,.0f} events/s straight "
         f"into the store). Server peak memory: {peak_mb:.0f} MB."
     )
-    report = write_report_md(out, "serve-load: the service under load", intro, rows)
-    return {"results": rows, "metrics_json": metrics_json, "report": report}
+    return exp.finish(intro, extra=extra)

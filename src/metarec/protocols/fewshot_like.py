@@ -34,15 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.bench.fewshot_like_methods import (
-    Fitted,
-    RunData,
-    cross_encoder_meta_start,
-    run_budget,
-)
-from metarec.bench.fewshot_like_names import METHODS
-from metarec.bench.fewshot_like_report import write_fewshot_like
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
@@ -51,9 +42,20 @@ from metarec.like.cross_encoder_fit import LoraFitConfig
 from metarec.like.cross_encoder_meta import CrossMetaConfig
 from metarec.like.fit import HeadFitConfig, ItemSpace, ReptileStartConfig, like_features
 from metarec.like.samples import build_like_samples, item_counts, split_users
+from metarec.protocols.fewshot_like_methods import (
+    Fitted,
+    RunData,
+    cross_encoder_meta_start,
+    run_budget,
+)
+from metarec.protocols.fewshot_like_names import CROSS_ENCODERS, METHODS
+from metarec.protocols.fewshot_like_report import write_fewshot_like
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
+
+__all__ = ["CROSS_ENCODERS", "METHODS", "FewshotLikeConfig", "quick_config", "run_fewshot_like"]
 
 PROTOCOL = "fewshot-like"
 
@@ -115,6 +117,31 @@ def quick_config(cfg: FewshotLikeConfig) -> FewshotLikeConfig:
         ce_meta=replace(cfg.ce_meta, meta_steps=2, support=4, inner_steps=1),
         ce_test_samples=min(cfg.ce_test_samples, 64),
     )
+
+
+def config_from_options(
+    out: Path,
+    data: str | None,
+    split_seed: int,
+    options: dict,
+    template: str | None,
+    quick: bool,
+) -> FewshotLikeConfig:
+    """What ``metarec bench fewshot-like`` runs; ``options``: seeds, budgets, methods (empty:
+    the protocol's); ``template``: the cross-encoder's prompt."""
+    try:
+        cfg = FewshotLikeConfig(data=data, out=out, split_seed=split_seed)
+        cfg = replace(
+            cfg,
+            seeds=tuple(options["seeds"]) if options["seeds"] else cfg.seeds,
+            budgets=tuple(options["budgets"]) if options["budgets"] else cfg.budgets,
+            methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
+        )
+        if template is not None:
+            cfg = replace(cfg, cross=replace(cfg.cross, template=template))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return quick_config(cfg) if quick else cfg
 
 
 def run_fewshot_like(cfg: FewshotLikeConfig, log: Callable[[str], None] = print) -> dict:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
-from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
+from metarec.evaluation.report import ResultRow
+from metarec.protocols.experiment import Experiment, Plot
 from metarec.workflows.finetune import METRICS
 
 # the target-only baselines of the protocol (every other row is a transferred model)
@@ -87,23 +89,35 @@ def verdicts(rows: list[ResultRow]) -> list[str]:
     return out
 
 
+TITLE = "transfer-scientific: a new domain from pretrained source domains"
+
+
 def write_transfer_report(run: Any, seconds: float) -> dict:
     """``run``: the runner's ``transfer_scientific.Run`` (its config, datasets and rows)."""
     cfg, rows = run.cfg, run.rows
-    out = cfg.out
+    exp = Experiment("transfer-scientific", cfg.target, [cfg.seed], cfg.out, TITLE)
+    exp.add(*rows)
     refs = {r.method: r.metrics["NDCG@10"] for r in rows if r.setting["fraction"] == 0}
     refs["VQ-Rec (published)"] = PUBLISHED["NDCG@10"]
-    plot = plot_metric_by(rows, "NDCG@10", "fraction", out / "ndcg_by_fraction.png", refs)
-    curves = plot_learning_curves(
-        {k: v for k, v in run.curves.items() if k.endswith(" 1")}, out / "learning_curves.png"
-    )
+    first = {k: v for k, v in run.curves.items() if k.endswith(" 1")}
+    plots = [
+        Plot(
+            "NDCG@10 by fraction of target users",
+            "ndcg_by_fraction.png",
+            partial(plot_metric_by, rows, "NDCG@10", "fraction", references=refs),
+        ),
+        Plot(
+            "Validation NDCG@10, full target",
+            "learning_curves.png",
+            partial(plot_learning_curves, first),
+        ),
+    ]
     extra = {
         "sources": list(cfg.sources),
         "target": cfg.target,
         "wall_seconds": round(seconds, 1),
         "quick": cfg.quick,
     }
-    metrics = write_metrics_json(out, "transfer-scientific", cfg.target, rows, [cfg.seed], extra)
     intro = (
         f"Pretrained on {' + '.join(cfg.sources)} ({run.source.describe()}), moved to "
         f"{run.target.describe()} and adapted with {len(rows)} (method, fraction) runs in "
@@ -117,15 +131,5 @@ def write_transfer_report(run: Any, seconds: float) -> dict:
         ("Recall@10 before and after adaptation", before_after(rows, "Recall@10")),
         ("Bars", "\n".join(f"- {v}" for v in verdicts(rows)) or "-"),
     ]
-    report = write_report_md(
-        out,
-        "transfer-scientific: a new domain from pretrained source domains",
-        intro,
-        rows,
-        [
-            ("NDCG@10 by fraction of target users", plot),
-            ("Validation NDCG@10, full target", curves),
-        ],
-        sections=sections,
-    )
-    return {"results": rows, "metrics_json": metrics, "report": report, "metrics": METRICS}
+    res = exp.finish(intro, sections=sections, plots=plots, extra=extra)
+    return {**res, "metrics": METRICS}

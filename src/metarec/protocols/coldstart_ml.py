@@ -29,16 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from metarec.adapt.policies import PolicyConfig, make_policy
-from metarec.bench.cold_users import (
-    ColdUser,
-    MethodScores,
-    cold_users,
-    score_popularity,
-    score_users,
-)
-from metarec.bench.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
-from metarec.bench.coldstart_report import write_coldstart
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import (
@@ -48,11 +38,21 @@ from metarec.data.splits import (
     leave_one_out,
 )
 from metarec.errors import ConfigError
+from metarec.meta.cold_users import (
+    ColdUser,
+    MethodScores,
+    cold_users,
+    score_popularity,
+    score_users,
+)
 from metarec.meta.inference import PolicyBundle
 from metarec.meta.inner_optim import adamw
 from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.tasks import next_item_tasks
 from metarec.meta.train import MetaTrainConfig, meta_train
+from metarec.protocols.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
+from metarec.protocols.coldstart_report import write_coldstart
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
 from metarec.training.pretrain import prepare_next_item
 from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
@@ -270,3 +270,46 @@ def _score_all(run: FoldRun, method: str, model, adapter, cold: dict[int, list[C
 def _brief(run: FoldRun, method: str, k: int) -> str:
     s = run.scores.get((method, k))
     return "" if s is None else f"NDCG@10 at K={k}: {np.mean(s.ndcg):.4f}"
+
+
+def quick_config(cfg: ColdstartConfig) -> ColdstartConfig:
+    """coldstart-ml smoke-test budgets: two pretraining epochs, four meta steps, one fine-tuning
+    learning rate. Never the configuration that is reported."""
+    return replace(
+        cfg,
+        quick=True,
+        title=cfg.title + " (quick smoke test: not a reported result)",
+        pretrain=replace(cfg.pretrain, max_epochs=2, time_budget_s=None),
+        meta=replace(cfg.meta, max_steps=4, eval_every=2, time_budget_s=None),
+        finetune_lrs=cfg.finetune_lrs[1:2] or cfg.finetune_lrs,
+    )
+
+
+def config_from_options(
+    out: Path,
+    data: str | None,
+    options: dict,
+    pretrain_budget: float,
+    meta_budget: float,
+    quick: bool,
+) -> ColdstartConfig:
+    """What ``metarec bench coldstart-ml`` runs: flags left at None keep the protocol's value.
+    ``options``: n_folds, fold_seed, folds, ks, methods, policy (a name), outer_lr."""
+    try:
+        cfg = ColdstartConfig(
+            data=data, out=out, n_folds=options["n_folds"], fold_seed=options["fold_seed"]
+        )
+        policy = options["policy"]
+        cfg = replace(
+            cfg,
+            folds=tuple(options["folds"]) if options["folds"] else None,
+            ks=tuple(options["ks"]) if options["ks"] else cfg.ks,
+            methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
+            policy=PolicyConfig(policy) if policy else cfg.policy,
+            pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
+            meta=replace(cfg.meta, time_budget_s=meta_budget),
+            outer_lr=options["outer_lr"],
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return quick_config(cfg) if quick else cfg

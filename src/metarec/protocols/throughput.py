@@ -17,21 +17,23 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from metarec.bench.resources import peak_rss_mb, reset_peak_rss
 from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset, Interactions, ItemCatalog
 from metarec.data.splits import leave_one_out
 from metarec.evaluation.next_item import evaluate_next_item, model_device
 from metarec.evaluation.plots import plot_scaling
-from metarec.evaluation.report import ResultRow, write_metrics_json, write_report_md
+from metarec.evaluation.report import ResultRow
 from metarec.meta.learners import LearnerSpec, build_learner
 from metarec.meta.tasks import TaskSampler, next_item_tasks
+from metarec.protocols.experiment import Experiment, Plot
+from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig, make_optimizer, train_epoch
 from metarec.training.pretrain import prepare_next_item, seqrec_batches
 from metarec.workflows.pretrain import ModelSpec, TextFeatures, build_seqrec, item_text_features
@@ -51,6 +53,13 @@ class ThroughputConfig:
     scales: tuple[int, ...] = (1, 2, 4, 8)
     scale_items: bool = True  # also scale the catalogue (block copies)
     progress: bool = True
+
+
+def config_from_options(
+    out: Path, data: str | None, scales: list[int] | None, steps: int
+) -> ThroughputConfig:
+    """What ``metarec bench train-throughput`` runs (scales 1, 2, 4, 8 unless given)."""
+    return ThroughputConfig(data=data, out=out, steps=steps, scales=tuple(scales or (1, 2, 4, 8)))
 
 
 def matmul_peak(n: int = 1024, seconds: float = 2.0) -> float:
@@ -167,9 +176,8 @@ def growth_exponent(x: list[float], y: list[float]) -> float:
 
 
 def run_throughput(cfg: ThroughputConfig, log: Callable[[str], None] = print) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(cfg.data)
+    exp = Experiment(PROTOCOL, ds.name, [0], cfg.out, "train-throughput", log=log)
     text = item_text_features(ds, cfg.spec, cfg.progress)
     peak = matmul_peak()
     log(
@@ -187,7 +195,7 @@ def run_throughput(cfg: ThroughputConfig, log: Callable[[str], None] = print) ->
     )
     tasks_per_s = meta_rate(model, ds, cfg.meta_steps, cfg.spec.max_len)
     log(f"meta-training (2nd-order MAML, head, meta-batch 16): {tasks_per_s:.1f} tasks/s")
-    rows = [
+    exp.add(
         ResultRow("metarec", {"phase": "matmul-peak"}, {}, {"flops_per_s": peak}),
         ResultRow(
             "metarec",
@@ -201,7 +209,31 @@ def run_throughput(cfg: ThroughputConfig, log: Callable[[str], None] = print) ->
             {},
             {"tasks_per_s": tasks_per_s},
         ),
-    ]
+    )
+    series = _scaling(cfg, ds, text, exp)
+    exponents = {}
+    for axis, points in series.items():
+        if len(points) >= 2:
+            x = [p[axis] for p in points]
+            exponents[axis] = growth_exponent(x, [p["epoch_seconds"] for p in points])
+    curves = {a: [(p[a], p["epoch_seconds"]) for p in pts] for a, pts in series.items()}
+    draw = partial(plot_scaling, curves, xlabel=_XLABEL, ylabel="seconds per training epoch")
+    extra = {"growth_exponent": exponents, "matmul_peak_flops_per_s": peak}
+    intro = (
+        f"Matrix-multiply peak {peak / 1e9:.1f} GFLOP/s; pretraining {pre['sequences_per_s']:.0f} "
+        f"sequences/s at {pre['flops_per_s'] / 1e9:.1f} GFLOP/s ({share:.0%} of the peak); "
+        f"second-order MAML {tasks_per_s:.1f} tasks/s. Epoch-time growth exponents (log-log "
+        f"slope): " + ", ".join(f"{a} {e:.2f}" for a, e in exponents.items()) + "."
+    )
+    plots = [Plot("Epoch time against scale", "scaling.png", draw)]
+    return {**exp.finish(intro, plots=plots, extra=extra), "exponents": exponents}
+
+
+_XLABEL = "users or items in the data"
+
+
+def _scaling(cfg: ThroughputConfig, ds: Dataset, text: TextFeatures, exp: Experiment) -> dict:
+    """Epoch time, evaluation time and memory at every scale of users (and items): a row each."""
     series: dict[str, list[dict]] = {"users": []}
     if cfg.scale_items:
         series["items"] = []
@@ -213,34 +245,10 @@ def run_throughput(cfg: ThroughputConfig, log: Callable[[str], None] = print) ->
                 big_text = replace(text, embeddings=text.embeddings.repeat(k, 1))
             point = scaling_point(big, cfg.spec, big_text, cfg.batch_size)
             series[axis].append(point)
-            log(
+            exp.log(
                 f"x{k} {axis}: {int(point['users']):,} users, {int(point['items']):,} items: "
                 f"epoch {point['epoch_seconds']:.1f} s, evaluation {point['eval_seconds']:.2f} s, "
                 f"{point['peak_rss_mb']:.0f} MB"
             )
-            rows.append(
-                ResultRow("metarec", {"phase": "scale", "axis": axis, "factor": k}, {}, point)
-            )
-    exponents = {}
-    for axis, points in series.items():
-        if len(points) >= 2:
-            x = [p[axis] for p in points]
-            exponents[axis] = growth_exponent(x, [p["epoch_seconds"] for p in points])
-    plot = plot_scaling(
-        {a: [(p[a], p["epoch_seconds"]) for p in pts] for a, pts in series.items()},
-        out / "scaling.png",
-        xlabel="users or items in the data",
-        ylabel="seconds per training epoch",
-    )
-    extra = {"growth_exponent": exponents, "matmul_peak_flops_per_s": peak}
-    metrics_json = write_metrics_json(out, PROTOCOL, ds.name, rows, [0], extra)
-    intro = (
-        f"Matrix-multiply peak {peak / 1e9:.1f} GFLOP/s; pretraining {pre['sequences_per_s']:.0f} "
-        f"sequences/s at {pre['flops_per_s'] / 1e9:.1f} GFLOP/s ({share:.0%} of the peak); "
-        f"second-order MAML {tasks_per_s:.1f} tasks/s. Epoch-time growth exponents (log-log "
-        f"slope): " + ", ".join(f"{a} {e:.2f}" for a, e in exponents.items()) + "."
-    )
-    report = write_report_md(
-        out, "train-throughput", intro, rows, [("Epoch time against scale", plot)]
-    )
-    return {"results": rows, "exponents": exponents, "metrics_json": metrics_json, "report": report}
+            exp.add(ResultRow("metarec", {"phase": "scale", "axis": axis, "factor": k}, {}, point))
+    return series
