@@ -374,7 +374,9 @@ def bench_coldstart_ml(
     meta_budget: Annotated[float, typer.Option(help="Meta-training seconds per method.")] = 120,
     outer_lr: Annotated[
         float | None,
-        typer.Option(help="AdamW outer rate of maml, fomaml and meta-sgd (default: 3e-4)."),
+        typer.Option(
+            help="AdamW outer rate of maml, fomaml and meta-sgd (default: the product's)."
+        ),
     ] = None,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
 from metarec.evaluation.report import ResultRow
+from metarec.models.surfaces import FUSION_WEIGHT
 from metarec.protocols.experiment import Experiment, Plot
 from metarec.workflows.finetune import METRICS
 
@@ -79,7 +80,7 @@ def verdicts(rows: list[ResultRow]) -> list[str]:
             f"{best.metrics['NDCG@10']:.4f} vs the text model trained on the target alone "
             f"{alone.metrics['NDCG@10']:.4f}: " + ("above" if above else "not above")
         )
-    fused = [r for r in rows if "text_fusion_weight" in r.setting]
+    fused = [r for r in rows if FUSION_WEIGHT in r.setting]
     if fused:
         weights = ", ".join(
             f"{r.method} {r.setting['fraction']:g}: {r.setting['text_fusion_weight']:g}"

@@ -23,6 +23,7 @@ from metarec.data.schema import Dataset
 from metarec.data.splits import leave_one_out
 from metarec.errors import ConfigError
 from metarec.evaluation.report import ResultRow
+from metarec.models.surfaces import FUSION_WEIGHT
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.protocols.transfer_init import MetaInitConfig, meta_init
 from metarec.protocols.transfer_report import BASELINES, write_transfer_report
@@ -193,7 +194,7 @@ def _fusion(fit: FusionFit | None) -> tuple[dict, str]:
     """A result row's setting entry for a fitted text fusion, and the log's note of it."""
     if fit is None:
         return {}, ""
-    return {"text_fusion_weight": fit.weight}, f", text fusion {fit.weight:g}"
+    return {FUSION_WEIGHT: fit.weight}, f", text fusion {fit.weight:g}"
 
 
 def text_similarity(target: Dataset, data: NextItemData, text_model: str | None) -> dict:
