@@ -111,7 +111,9 @@ def test_learned_lr_and_weight_decay_hypergradients_are_the_closed_form():
     dF/dwd = -lr <q, theta>, q the query gradient at phi; raw values are softplus^-1."""
     model = tiny_seqrec()
     policy = make_policy(PolicyConfig("head"), model)
-    cfg = LearnedOptimConfig(lr=0.3, weight_decay=0.05, group_by="one", meta_learn="hyper")
+    cfg = LearnedOptimConfig(
+        lr=0.3, weight_decay=0.05, group_by="one", meta_learn="hyper", inner_steps=1
+    )  # one step: the closed form
     learner = learned_optim(model, policy, cfg)
     ((support, query),) = tasks(1)
     learner.meta_backward([(support, query)])

@@ -17,7 +17,16 @@ import torch
 from torch import nn
 
 from metarec.adapt.policies import FastPolicy
-from metarec.meta.core import MetaLearner, OuterFactory, check_loop, inverse_positive, positive
+from metarec.meta.core import (
+    INNER_LR,
+    INNER_STEPS,
+    OUTER_LR,
+    MetaLearner,
+    OuterFactory,
+    check_loop,
+    inverse_positive,
+    positive,
+)
 from metarec.meta.inner_optim import InnerOptimizer, adagrad, adamw, sgd
 
 OPTIMIZERS = ("sgd", "adagrad", "adamw")
@@ -27,17 +36,17 @@ GROUP_BY = ("one", "module", "tensor")
 @dataclass(frozen=True)
 class LearnedOptimConfig:
     optimizer: str = "sgd"  # "sgd" | "adagrad" | "adamw"
-    lr: float = 0.01  # initial inner learning rate of every group
+    lr: float = INNER_LR  # initial inner learning rate of every group
     weight_decay: float = 1e-4  # initial (or fixed) inner weight decay
     learn_weight_decay: bool = True
     group_by: str = "module"
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
     eps: float | None = None  # None: torch's default of the optimizer
-    inner_steps: int = 1
+    inner_steps: int = INNER_STEPS
     eval_steps: int | None = None
     first_order: bool = False
     meta_learn: str = "all"
-    outer_lr: float = 1e-3
+    outer_lr: float = OUTER_LR
     hyper_lr: float | None = None  # outer lr of the learned rates; None: outer_lr
 
     def __post_init__(self) -> None:
