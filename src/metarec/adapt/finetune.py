@@ -214,9 +214,8 @@ def _head(model: SeqRec, config: FinetuneConfig) -> None:
 
 def _adaptor(model: SeqRec, config: FinetuneConfig) -> None:
     """The item-text adaptor and the item id table, when the model has them."""
-    prefixes = tuple(f"{p.rstrip('*')}" for p in surfaces(model).item_lora)
-    table = surfaces(model).id_table
-    prefixes += (f"{table}.",) if table else ()
+    declared = surfaces(model)
+    prefixes = tuple(f"{m}." for m in (declared.text_adaptor, declared.id_table) if m)
     _train_only(model, [n for n, _ in model.named_parameters() if n.startswith(prefixes)])
 
 

@@ -151,12 +151,13 @@ class SeqRec(nn.Module):
         """The head is the last transformer block and the final LayerNorm; LoRA targets the
         attention and feed-forward projections (and, on a new catalogue, the text adaptor); the
         user vector shifts the final LayerNorm's bias (every position's output, not items)."""
-        has_ids = hasattr(self.items, "id_embedding")
+        has_ids, has_text = hasattr(self.items, "id_embedding"), hasattr(self.items, "text_proj")
         return AdaptationSurfaces(
             head=(f"blocks.{len(self.blocks) - 1}", "norm"),
             lora=("blocks.*.attn.qkv", "blocks.*.attn.out", "blocks.*.ff.0", "blocks.*.ff.3"),
             item_lora=("items.text_proj*",),
             user_vector=("norm.bias",),
+            text_adaptor="items.text_proj" if has_text else None,
             id_table="items.id_embedding" if has_ids else None,
         )
 

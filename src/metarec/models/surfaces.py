@@ -23,10 +23,12 @@ class AdaptationSurfaces:
     ``lora``: the ``nn.Linear`` layers LoRA targets inside the user encoder (the request-time
     ``lora`` policy); ``item_lora``: more of them in the item tower, added by LoRA fine-tuning
     on a new catalogue. ``user_vector``: the parameter(s) a per-user vector is added to.
-    ``id_table``: the item id embedding's parameter name, if the model has one."""
+    ``text_adaptor``: the module that maps item text to item vectors, and ``id_table``: the
+    item id embedding, each if the model has one (the ``adaptor`` strategy trains both)."""
 
     head: tuple[str, ...] = ()
     lora: tuple[str, ...] = ()
     item_lora: tuple[str, ...] = ()
     user_vector: tuple[str, ...] = ()
+    text_adaptor: str | None = None
     id_table: str | None = None
