@@ -23,6 +23,25 @@ DataListOpt = Annotated[
     ),
 ]
 
+# pretrain and finetune: off by default for pretraining, on for fine-tuning (its validated
+# settings; FinetuneConfig)
+GateOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--last-item-gate/--no-last-item-gate",
+        help="A learned scalar (from 0) that mixes the last item's vector into the user's "
+        "(finetune: on by default).",
+    ),
+]
+FusionOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--text-fusion/--no-text-fusion",
+        help="Add the last item's raw text similarity to the scores, at a weight picked on the "
+        "validation rows after training (finetune: on by default when the model reads text).",
+    ),
+]
+
 
 def say(msg: str) -> None:
     typer.echo(msg, err=True)

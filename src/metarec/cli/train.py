@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from metarec.cli.common import DataListOpt, DataOpt, writable_folder
+from metarec.cli.common import DataListOpt, DataOpt, FusionOpt, GateOpt, writable_folder
 from metarec.errors import ConfigError
 
 
@@ -24,21 +24,8 @@ def pretrain(
             help="Several --data: a learned vector per domain, added to its items' vectors.",
         ),
     ] = None,
-    last_item_gate: Annotated[
-        bool | None,
-        typer.Option(
-            "--last-item-gate/--no-last-item-gate",
-            help="A learned scalar adding that much of the last item's vector to the user's.",
-        ),
-    ] = None,
-    text_fusion: Annotated[
-        bool | None,
-        typer.Option(
-            "--text-fusion/--no-text-fusion",
-            help="Add the last item's raw text similarity to the scores, at a weight picked "
-            "on validation after training.",
-        ),
-    ] = None,
+    last_item_gate: GateOpt = None,
+    text_fusion: FusionOpt = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with [model] and [train] tables.")
     ] = None,
@@ -175,22 +162,8 @@ def finetune(
             "(default: on).",
         ),
     ] = None,
-    last_item_gate: Annotated[
-        bool | None,
-        typer.Option(
-            "--last-item-gate/--no-last-item-gate",
-            help="A learned scalar (from 0) that mixes the last item's vector into the user's "
-            "(default: on).",
-        ),
-    ] = None,
-    text_fusion: Annotated[
-        bool | None,
-        typer.Option(
-            "--text-fusion/--no-text-fusion",
-            help="Add the last item's raw text similarity to the scores, at a weight picked "
-            "on the validation rows after training (default: when the model reads text).",
-        ),
-    ] = None,
+    last_item_gate: GateOpt = None,
+    text_fusion: FusionOpt = None,
     seed: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Adapt a pretrained model to a target dataset (a new domain or new behaviour)."""
