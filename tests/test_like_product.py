@@ -179,3 +179,21 @@ def test_like_fit_refuses_a_bad_budget_in_one_line(fitted, ratings_csv, monkeypa
     args = ["like", "fit", "--base", str(base), "--data", str(ratings_csv), "--budget", "1"]
     code, out, err = run_cli(monkeypatch, capsys, *args, "--out", str(base / "x"))
     assert code == 1 and "budget" in err and "Traceback" not in err + out
+
+
+def test_the_like_features_are_built_once_per_version(fitted, tmp_path):
+    """The head's item features (a pass over the catalogue) are built at the first p_like of
+    a version and reused by every later request of that version."""
+    base, _, _ = fitted
+    settings = ServeSettings(models=(base,), db=str(tmp_path / "e.db"))
+    body = {"items": ["i0", "i2"], "k": 3, "adapt": False}
+    with TestClient(create_app(settings)) as client:
+        active = client.app.state.service.registry.active
+        assert active.like_space is None
+        first = client.post("/recommendations", json=body).json()
+        space = active.like_space
+        assert space is not None and client.post("/recommendations", json=body).json() == first
+        assert active.like_space is space  # reused, not rebuilt
+        fresh = active.like.space(active.checkpoint.model)
+        np.testing.assert_array_equal(space.seq, fresh.seq)
+        np.testing.assert_array_equal(space.log_pop, fresh.log_pop)

@@ -34,5 +34,9 @@ def p_like(
     candidates = [model.item_index[i] for i in items]
     base = model.checkpoint.model
     with model.lock:
-        probs = predict_like(model.like, base, list(history), list(ratings), candidates)
+        if model.like_space is None:  # once per version: a pass over the whole catalogue
+            model.like_space = model.like.space(base)
+        probs = predict_like(
+            model.like, base, list(history), list(ratings), candidates, model.like_space
+        )
     return [float(p) for p in probs]

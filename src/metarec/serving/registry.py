@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from metarec.errors import CheckpointError, ConfigError
+from metarec.like.fit import ItemSpace
 from metarec.like.workflow import HEAD_DIR, LikeModel, load_like_head
 from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint
 from metarec.meta.inference import PolicyBundle, default_bundle
@@ -52,6 +53,9 @@ class ServedModel:
     spec: LearnerSpec | None = None  # the meta-learner's (None: the default fine-tuning)
     added: int = 0  # items added after training (scored from their text)
     like: LikeModel | None = None  # the like head in <checkpoint>/like-head, if there is one
+    # the like head's item features over this version's catalogue, built at the first p_like
+    # (a version's weights never change; with_items makes a new version, with its own)
+    like_space: ItemSpace | None = field(default=None, repr=False)
     loaded_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
 
