@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from metarec.adapt.finetune import FinetuneConfig, finetune_train
-from metarec.adapt.policies import DEFAULT_POLICY, PolicyConfig
+from metarec.adapt.policies import PolicyConfig
 from metarec.errors import ConfigError
 from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
@@ -161,7 +161,7 @@ def meta_train_settings(
         **{k: v for k, v in meta.items() if k not in task_keys},
     }
     config = _build(config_cls, values, f"{where} [meta]")
-    policy = _policy_config({**doc["model"], **_given(policy_flags)}, algorithm, where)
+    policy = _policy_config({**doc["model"], **_given(policy_flags)}, where)
     try:
         spec = LearnerSpec(algorithm, policy, config)
     except ValueError as e:
@@ -170,11 +170,13 @@ def meta_train_settings(
     return spec, tasks, train
 
 
-def _policy_config(values: dict, algorithm: str, where: str) -> PolicyConfig:
+def _policy_config(values: dict, where: str) -> PolicyConfig:
+    """[model] of meta-train: ``policy`` (PolicyConfig's name; unset: its default) + options."""
     known = {"policy"} | {f.name for f in fields(PolicyConfig)} - {"name"}
     if unknown := sorted(set(values) - known):
         raise ConfigError(
             f"{where} [model]: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
         )
-    name = values.pop("policy", DEFAULT_POLICY)
-    return _build(PolicyConfig, {"name": name, **values}, f"{where} [model]")
+    if "policy" in values:
+        values["name"] = values.pop("policy")
+    return _build(PolicyConfig, values, f"{where} [model]")

@@ -13,6 +13,14 @@ from metarec.cli.common import DataOpt, say, writable_folder
 app = typer.Typer(help="Run a benchmark protocol (see docs/protocols.md).", no_args_is_help=True)
 
 
+def _files(res: dict, seconds: float | None = None) -> None:
+    """The closing lines every protocol prints: its wall time (when timed), report, metrics."""
+    if seconds is not None:
+        typer.echo(f"\nfinished in {seconds:.0f} s")
+    typer.echo(f"report:       {res['report']}")
+    typer.echo(f"metrics.json: {res['metrics_json']}")
+
+
 def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: bool) -> None:
     from metarec.evaluation.report import format_table
     from metarec.protocols.warm_ml import config_from_options, run_warm_ml
@@ -22,9 +30,7 @@ def _warm_ml(out: Path, data: str | None, seeds: list[int], quick: bool, demo: b
     start = time.perf_counter()
     res = run_warm_ml(cfg, log=say)
     typer.echo(format_table(res["results"], ["HR@10", "NDCG@10", "MRR@10"]))
-    typer.echo(f"\nfinished in {time.perf_counter() - start:.0f} s")
-    typer.echo(f"report:       {res['report']}")
-    typer.echo(f"metrics.json: {res['metrics_json']}")
+    _files(res, time.perf_counter() - start)
     if res["checkpoint"] is not None:
         typer.echo(f"checkpoint:   {res['checkpoint']}")
 
@@ -81,9 +87,7 @@ def bench_coldstart_ml(
                 f"{c.method} vs {c.baseline} at K={c.k}: NDCG@10 {c.diff:+.4f} "
                 f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {c.verdict}"
             )
-    typer.echo(f"\nfinished in {time.perf_counter() - start:.0f} s")
-    typer.echo(f"report:       {res['report']}")
-    typer.echo(f"metrics.json: {res['metrics_json']}")
+    _files(res, time.perf_counter() - start)
 
 
 @app.command("train-throughput")
@@ -101,8 +105,7 @@ def bench_train_throughput(
     writable_folder(out)
     cfg = config_from_options(out, data, scale, steps)
     res = run_throughput(cfg, log=say)
-    typer.echo(f"report:       {res['report']}")
-    typer.echo(f"metrics.json: {res['metrics_json']}")
+    _files(res)
 
 
 @app.command("fewshot-like")
@@ -128,9 +131,7 @@ def bench_fewshot_like(
     cfg = config_from_options(out, data, split_seed, options, template, quick)
     res = run_fewshot_like(cfg, log=say)
     typer.echo(format_table([r for r in res["results"] if r.setting["adapted"]], ["AUC"]))
-    typer.echo(f"\nfinished in {res['seconds']:.0f} s")
-    typer.echo(f"report:       {res['report']}")
-    typer.echo(f"metrics.json: {res['metrics_json']}")
+    _files(res, res["seconds"])
 
 
 @app.command("serve-load")
@@ -156,8 +157,7 @@ def bench_serve_load(
     cfg = ServeLoadConfig(model=model, data=data, db=db, out=out, seconds=seconds, rates=rates)
     res = run_serve_load(cfg, log=say)
     typer.echo(format_table(res["results"], ["rps", "p50_ms", "p99_ms", "errors"]))
-    typer.echo(f"report:       {res['report']}")
-    typer.echo(f"metrics.json: {res['metrics_json']}")
+    _files(res)
 
 
 @app.command("transfer-scientific")
@@ -196,8 +196,7 @@ def bench_transfer_scientific(
     )
     res = run_transfer(cfg, log=say)
     typer.echo(format_table(res["results"], list(res["metrics"])))
-    typer.echo(f"report:       {res['report']}")
-    typer.echo(f"metrics.json: {res['metrics_json']}")
+    _files(res)
 
 
 def demo(
