@@ -90,6 +90,42 @@ def bench_coldstart_ml(
     _files(res, time.perf_counter() - start)
 
 
+@app.command("coldstart-like")
+def bench_coldstart_like(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/coldstart-like"),
+    data: DataOpt = None,
+    fold: Annotated[
+        list[int] | None, typer.Option(help="Run only this fold; repeat for several.")
+    ] = None,
+    n_folds: Annotated[int, typer.Option(help="Folds the users are split into.")] = 5,
+    fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    k: Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
+    pretrain_budget: Annotated[float, typer.Option(help="Pretraining seconds per fold.")] = 120,
+    meta_budget: Annotated[float, typer.Option(help="Meta-training seconds per method.")] = 120,
+    quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
+) -> None:
+    """docs/protocols.md coldstart-like: new users with K rated items, predict like on the
+    next ones (needs ratings: ml-latest-small)."""
+    from metarec.evaluation.report import format_table
+    from metarec.protocols.coldstart_like import config_from_options, run_coldstart_like
+
+    writable_folder(out)
+    options = {"n_folds": n_folds, "fold_seed": fold_seed, "folds": fold, "ks": k}
+    options |= {"methods": method}
+    cfg = config_from_options(out, data, options, pretrain_budget, meta_budget, quick)
+    start = time.perf_counter()
+    res = run_coldstart_like(cfg, log=say)
+    typer.echo(format_table(res["results"], ["AUC", "UserAUC", "NDCG@10"]))
+    for c in res["comparisons"]:
+        if c.k == cfg.select_k and c.metric == "AUC":
+            typer.echo(
+                f"{c.method} vs {c.baseline} at K={c.k}: AUC {c.diff:+.4f} "
+                f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {c.verdict}"
+            )
+    _files(res, time.perf_counter() - start)
+
+
 @app.command("train-throughput")
 def bench_train_throughput(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path(

@@ -15,7 +15,17 @@ from typing import Any
 from metarec.evaluation.metrics import mean_ci95
 
 METRIC_NAMES = (
-    *("HR@10", "Recall@10", "NDCG@10", "MRR@10", "Recall@50", "NDCG@50", "AUC", "LogLoss"),
+    *(
+        "HR@10",
+        "Recall@10",
+        "NDCG@10",
+        "MRR@10",
+        "Recall@50",
+        "NDCG@50",
+        "AUC",
+        "UserAUC",
+        "LogLoss",
+    ),
     *("rps", "p50_ms", "p99_ms", "errors", "events_acked", "events_stored"),
 )
 AT_K = re.compile(r"(HR|Recall|NDCG|MRR)@[1-9][0-9]*")

@@ -123,6 +123,19 @@ def pointwise_logits(
     return scores[:, 0]
 
 
+def like_logits(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    batch: Any,
+    item_vectors: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B,) like/click logits of a pointwise batch: ``pointwise_logits`` for a ``LikeBatch``,
+    the model's own ``score`` for a ``FeatureBatch`` (a model over precomputed features)."""
+    if isinstance(batch, LikeBatch):
+        return pointwise_logits(model, params, batch, item_vectors)
+    return call_method(model, "score", params, (batch,))
+
+
 def pointwise_loss(
     model: nn.Module,
     params: dict[str, torch.Tensor],

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from metarec.errors import ConfigError
 from metarec.evaluation.metrics import auc, log_loss, ndcg_at_k, recall_at_k, topk_hits
 from metarec.evaluation.next_item import model_device
-from metarec.meta.functional import frozen_item_vectors, functional_score, pointwise_logits
+from metarec.meta.functional import frozen_item_vectors, functional_score, like_logits
 from metarec.meta.learners import Learner, learner_state, load_learner_state
 from metarec.meta.tasks import Ranking, Task, TaskSampler
 from metarec.training.devices import check_device_name, resolve_device
@@ -145,7 +145,7 @@ def evaluate_tasks(
                         rows.setdefault(name, []).append(v.cpu())
                 else:
                     query = task.query.to(device)
-                    logits.append(pointwise_logits(model, params, query, vectors).cpu())
+                    logits.append(like_logits(model, params, query, vectors).cpu())
                     labels.append(query.labels.cpu())
     out = {name: float(torch.cat(v).mean()) for name, v in rows.items()}
     if logits:

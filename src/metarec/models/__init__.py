@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from metarec.models.baselines import BPR, BPRConfig, Popularity, PopularityConfig
-from metarec.models.batch import PAD, LikeBatch, PairBatch, SeqBatch
+from metarec.models.batch import PAD, FeatureBatch, LikeBatch, PairBatch, SeqBatch
 from metarec.models.item_tower import ItemTower, ItemTowerConfig
+from metarec.models.like_net import LikeNet, LikeNetConfig
 from metarec.models.seqrec import SeqRec, SeqRecConfig, SeqRecOptions
 
 MODEL_TYPES = {
     "seqrec": (SeqRec, SeqRecConfig),
     "bpr": (BPR, BPRConfig),
     "popularity": (Popularity, PopularityConfig),
+    "like-net": (LikeNet, LikeNetConfig),
 }
 
 __all__ = [
@@ -18,9 +20,12 @@ __all__ = [
     "MODEL_TYPES",
     "PAD",
     "BPRConfig",
+    "FeatureBatch",
     "ItemTower",
     "ItemTowerConfig",
     "LikeBatch",
+    "LikeNet",
+    "LikeNetConfig",
     "PairBatch",
     "Popularity",
     "PopularityConfig",

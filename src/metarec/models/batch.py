@@ -67,3 +67,20 @@ class LikeBatch:
 
     def to(self, device: torch.device | str) -> LikeBatch:
         return LikeBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+@dataclass
+class FeatureBatch:
+    """Pointwise samples already turned into feature rows (a frozen model's vectors).
+
+    x: (B, F) float32 features of (user, candidate); labels: (B,) float 0/1.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> FeatureBatch:
+        return FeatureBatch(self.x.to(device), self.labels.to(device))

@@ -35,6 +35,7 @@ class Comparison:
     diff: float  # mean over folds of method - baseline (NDCG@10)
     ci95: tuple[float, float]
     per_fold: tuple[float, ...]  # the differences, in fold order
+    metric: str = "NDCG@10"  # what is compared
 
     @property
     def n_folds(self) -> int:
@@ -105,7 +106,7 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
         "n_folds": cfg.n_folds,
         "pretrain": {str(r.fold): r.pretrain for r in runs},
         "finetune_lr": {str(r.fold): r.chosen_lr for r in runs},
-        "comparisons": [_comparison_doc(c) for c in comparisons],
+        "comparisons": [comparison_doc(c) for c in comparisons],
         "settings": _settings(cfg),
     }
     sections = [
@@ -128,12 +129,12 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
 _BY_K = ("NDCG@10", "K")
 
 
-def _comparison_doc(c: Comparison) -> dict:
+def comparison_doc(c: Comparison) -> dict:
     return {
         "method": c.method,
         "baseline": c.baseline,
         "K": c.k,
-        "NDCG@10_diff": {"mean": c.diff, "ci95": list(c.ci95)},
+        f"{c.metric}_diff": {"mean": c.diff, "ci95": list(c.ci95)},
         "per_fold": list(c.per_fold),
         "verdict": c.verdict,
     }
@@ -165,11 +166,12 @@ def pivot(results: list[ResultRow], metric: str) -> str:
 
 
 def comparison_table(comparisons: list[Comparison]) -> str:
-    """Markdown: ΔNDCG@10 per meta-learner, baseline and K, with the paired interval."""
+    """Markdown: the metric's difference per method, baseline and K, with the paired
+    interval (one table per metric)."""
     if not comparisons:
         return "No meta-learner was run."
     lines = [
-        "| method | against | K | ΔNDCG@10 | 95% CI | verdict |",
+        f"| method | against | K | Δ{comparisons[0].metric} | 95% CI | verdict |",
         "|---|---|---:|---:|---|---|",
     ]
     for c in comparisons:
