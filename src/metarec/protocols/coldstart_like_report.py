@@ -27,10 +27,13 @@ from metarec.protocols.experiment import Experiment, Plot
 
 PROTOCOL = "coldstart-like"
 BASELINES = ("history-mean", "item-mean", "next-item", "no-adapt")
-FINETUNE = {"finetune-all": "all", "finetune-head": "head"}  # method -> policy
+# method -> policy; finetune-head-sgd is the product's plain inner loop (SGD 0.05 x 3 on the
+# head) with no meta-training: what every meta-learner starts from, so the meta-learned part of
+# a meta-learner's gain is its difference to this row
+FINETUNE = {"finetune-all": "all", "finetune-head": "head", "finetune-head-sgd": "head"}
 META = ("maml", "fomaml", "reptile", "meta-sgd", "anil", "learned-optim", "melu")
 METHODS = BASELINES + tuple(FINETUNE) + META
-COMPARE_WITH = ("no-adapt", "finetune-all", "finetune-head", "history-mean")
+COMPARE_WITH = ("no-adapt", "finetune-all", "finetune-head", "finetune-head-sgd", "history-mean")
 COMPARED = ("AUC", "NDCG@10")
 
 
@@ -130,7 +133,7 @@ def write_coldstart_like(cfg, dataset: Dataset, runs, out: Path) -> dict:
 
 def _cost(method: str, runs) -> dict[str, float]:
     cost: dict[str, float] = {}
-    for key in ("train_seconds", "seconds_to_best", "meta_steps"):
+    for key in ("train_seconds", "seconds_to_best", "meta_steps", "best_step"):
         spent = [r.cost[method][key] for r in runs if key in r.cost.get(method, {})]
         if spent:
             cost[key] = float(np.mean(spent))
@@ -185,7 +188,11 @@ def _notes(cfg, runs) -> list[str]:
         f"learns the rates from there), AdamW outer rate {loop.outer_lr:g}, meta-batch "
         f"{cfg.meta.meta_batch_size}, tasks at every K, early-stopped on the validation users' "
         f"pooled AUC (budget {cfg.meta.time_budget_s} s, at most {cfg.meta.max_steps} steps). "
-        "melu: the same MAML over a LikeNet that sees only the item (MeLU's input: no history).",
+        "melu: the same MAML over a LikeNet that sees only the item (MeLU's input: no history). "
+        "Meta-SGD and learned-optim meta-learn their rule only (rates / settings) from the "
+        "fitted start; the others meta-learn the start too. best_step 0 in a row's cost means "
+        "meta-training never beat its own start on the validation users: that row is then the "
+        "start adapted by the plain inner loop, i.e. finetune-head-sgd.",
         f"Fine-tuning: {cfg.finetune_steps} AdamW steps, rate chosen from "
         f"{list(cfg.finetune_lrs)} on the validation users at K={cfg.select_k}; chosen: "
         + "; ".join(f"fold {r.fold}: {r.chosen_lr}" for r in runs),
