@@ -17,32 +17,37 @@ from test_cli import run_cli
 from test_meta_helpers import one_thread  # noqa: F401
 
 
-@pytest.fixture
-def genre_csv(tmp_path):
-    """40 users, each consuming the 10 items of 2 of 8 genres in random order."""
+def write_genre_csv(path, n_users: int = 40):
+    """``n_users`` users, each consuming the 10 items of 2 of 8 genres in random order."""
     rng = np.random.default_rng(0)
     lines = ["user,item,ts"]
-    for u in range(40):
+    for u in range(n_users):
         genres = rng.choice(8, 2, replace=False)
         items = rng.permutation(np.concatenate([np.arange(g * 5, g * 5 + 5) for g in genres]))
         lines += [f"u{u},i{item},{1000 + t}" for t, item in enumerate(items)]
-    path = tmp_path / "genres.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-@pytest.fixture
-def base_model(tmp_path, genre_csv):
+def save_base_model(folder, csv):
     """A small (untrained) SeqRec checkpoint over the CSV's catalogue."""
-    ds = load_dataset(genre_csv)
+    ds = load_dataset(csv)
     torch.manual_seed(0)
     cfg = SeqRecConfig(
         n_items=ds.n_items, dim=16, n_layers=1, n_heads=2, max_len=3, dropout=0.0, item_repr="id"
     )
-    meta = {"dataset": ds.name, "dataset_source": str(genre_csv)}
-    return save_checkpoint(
-        tmp_path / "base", Checkpoint(SeqRec(cfg), "seqrec", ds.users, ds.items.ids, meta)
-    )
+    meta = {"dataset": ds.name, "dataset_source": str(csv)}
+    return save_checkpoint(folder, Checkpoint(SeqRec(cfg), "seqrec", ds.users, ds.items.ids, meta))
+
+
+@pytest.fixture
+def genre_csv(tmp_path):
+    return write_genre_csv(tmp_path / "genres.csv")
+
+
+@pytest.fixture
+def base_model(tmp_path, genre_csv):
+    return save_base_model(tmp_path / "base", genre_csv)
 
 
 def write_config(tmp_path, text: str):
@@ -75,21 +80,40 @@ def test_meta_train_then_adapt_end_to_end(monkeypatch, capsys, tmp_path, genre_c
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "meta-train"
     rows = {r["method"]: r for r in metrics["results"]}
-    assert set(rows) == {"no-adapt", "fomaml"}
+    assert set(rows) == {"no-adapt", "finetune", "fomaml"}
     assert rows["fomaml"]["setting"] == {"K": 3, "policy": "all", "fold": 1}
     assert rows["fomaml"]["cost"]["meta_steps"] == 6 and rows["fomaml"]["cost"]["adapt_ms_p95"] > 0
+    assert rows["finetune"]["setting"]["lr"] in (1e-4, 1e-3, 1e-2)
     assert (out / "report.md").is_file() and (out / "meta_validation.png").is_file()
+    # 3 meta-validation users: 2 early-stop and pick the rate, 1 judges -> no interval, so
+    # the choice is no adaptation and the folder holds the base weights
+    choice = json.loads((out / "meta.json").read_text())["choice"]
+    assert (choice["method"], choice["n_users"], choice["gain_ndcg10"]) == ("no-adapt", 1, 0.0)
+    assert [c["method"] for c in choice["candidates"]] == ["no-adapt", "finetune", "fomaml"]
+    assert choice["candidates"][1]["ci95"] is None
+    assert "adaptation:      no-adapt (nothing beat it" in stdout
+    assert "Chosen adaptation: no-adapt" in (out / "report.md").read_text()
+    assert "on the cold users: gain +0.0000, 95% CI [+0.0000, +0.0000]" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["weights_sha256"]
+        == json.loads((base_model / "config.json").read_text())["weights_sha256"]
+    )
     mc = load_meta_checkpoint(out)
     assert mc.spec.algorithm == "fomaml" and mc.info["tasks"]["k"] == 3
     assert mc.checkpoint.meta["base_checkpoint"] == str(base_model)
+    assert mc.choice is not None and mc.choice.method == "no-adapt" and mc.adapter() is None
 
     code, stdout, err = run_cli(
         monkeypatch, capsys, "adapt", "--model", str(out), "--items", "i0", "i1", "i2", "--top", "5"
     )
     assert code == 0, err
     lines = stdout.strip().splitlines()
-    assert "before (no adaptation)" in lines[1] and "after (fomaml, all)" in lines[1]
-    assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3", "4", "5"]
+    assert lines[0].startswith("adaptation: chosen on held-out users: no-adapt (")
+    assert "before (no adaptation)" in lines[2] and "after (no-adapt)" in lines[2]
+    assert [line.split()[0] for line in lines[3:]] == ["1", "2", "3", "4", "5"]
+    for line in lines[3:]:  # no adaptation chosen: both columns are the base model's ranking
+        assert line[6:50].rstrip() == line[52:] != ""
 
     code, stdout, err = run_cli(monkeypatch, capsys, "adapt", "--model", str(out), "i0", "zzz")
     assert code == 1 and "Traceback" not in err + stdout
@@ -98,6 +122,19 @@ def test_meta_train_then_adapt_end_to_end(monkeypatch, capsys, tmp_path, genre_c
     # a second run refuses to replace the checkpoint before doing any work
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 1 and "--overwrite" in err
+
+    # --no-choose: the meta-learner, unjudged, as before the choice existed
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, "--overwrite", "--no-choose")
+    assert code == 0, err
+    assert "not judged (--no-choose)" in stdout
+    assert "choice" not in json.loads((out / "meta.json").read_text())
+    rows = {r["method"] for r in json.loads((out / "metrics.json").read_text())["results"]}
+    assert rows == {"no-adapt", "fomaml"}
+    mc = load_meta_checkpoint(out)
+    assert mc.choice is None and mc.adapter() is mc.learner
+    code, stdout, err = run_cli(monkeypatch, capsys, "adapt", "--model", str(out), "i0", "i1")
+    assert code == 0, err
+    assert stdout.startswith("adaptation: fomaml (unjudged") and "after (fomaml, all)" in stdout
 
 
 def test_meta_train_rejects_unknown_keys(monkeypatch, capsys, tmp_path, genre_csv, base_model):
@@ -125,13 +162,13 @@ def test_meta_train_defaults_to_the_inner_loop_coldstart_validated(algorithm, tm
     from metarec.protocols.coldstart_ml import ColdstartConfig
 
     bench = ColdstartConfig()
-    spec, _, _ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})
+    spec, *_ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})
     assert spec.config == bench.learner_spec(algorithm).config
     assert spec.config.inner_steps == bench.inner_loop()["inner_steps"] == 3
     assert getattr(spec.config, "outer_lr", 3e-4) == bench.inner_loop()["outer_lr"] == 3e-4
     # the file still decides what it names
     given = write_config(tmp_path, "[meta]\ninner_steps = 2\n")
-    spec, _, _ = meta_train_settings(given, {"algorithm": algorithm}, {}, {})
+    spec, *_ = meta_train_settings(given, {"algorithm": algorithm}, {}, {})
     assert spec.config.inner_steps == 2
 
 
@@ -144,7 +181,7 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
         '[model]\npolicy = "lora"\nrank = 2\ntargets = ["blocks.0.ff.0"]\n'
         "[train]\nmax_steps = 7\n",
     )
-    spec, tasks, train = meta_train_settings(cfg, {"k": 4}, {"policy": None}, {"seed": 3})
+    spec, tasks, train, _ = meta_train_settings(cfg, {"k": 4}, {"policy": None}, {"seed": 3})
     assert spec.algorithm == "meta-sgd" and spec.config.alpha_range == (0.01, 0.02)
     assert (spec.policy.name, spec.policy.rank, spec.policy.targets) == (
         "lora",
@@ -152,7 +189,7 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
         ("blocks.0.ff.0",),
     )
     assert (tasks.k, train.max_steps, train.seed) == (4, 7, 3)
-    spec, _, _ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
+    spec, *_ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
     assert spec.policy.name == "head"
     assert spec.config.inner_steps == 3  # anil is MAML: the product's inner loop too
     with pytest.raises(ConfigError, match="fomaml"):

@@ -15,6 +15,7 @@ from metarec.errors import ConfigError
 from metarec.meta.learners import LEARNERS, LearnerSpec
 from metarec.meta.train import MetaTrainConfig
 from metarec.training.loop import TrainConfig
+from metarec.workflows.adapt_choice import ChoiceConfig
 from metarec.workflows.meta_train import FoldTasks
 from metarec.workflows.pretrain import DEFAULT_SPEC, DEFAULT_TRAIN, ModelSpec
 
@@ -133,15 +134,20 @@ def _given(flags: dict) -> dict:
 
 
 def meta_train_settings(
-    path: Path | None, meta_flags: dict, policy_flags: dict, train_flags: dict
-) -> tuple[LearnerSpec, FoldTasks, MetaTrainConfig]:
+    path: Path | None,
+    meta_flags: dict,
+    policy_flags: dict,
+    train_flags: dict,
+    choice_flags: dict | None = None,
+) -> tuple[LearnerSpec, FoldTasks, MetaTrainConfig, ChoiceConfig]:
     """Merge defaults < TOML file < flags for ``metarec meta-train``.
 
     [meta]: ``algorithm``, the task keys (``FoldTasks``: k, n_query, fold, ...) and the keys of
     the algorithm's config (e.g. inner_lr, inner_steps for maml); [model]: the fast-parameter
-    ``policy`` and its options (rank, alpha, targets, seed); [train]: ``MetaTrainConfig``.
+    ``policy`` and its options (rank, alpha, targets, seed); [train]: ``MetaTrainConfig``;
+    [choice]: ``ChoiceConfig`` (choose, finetune_lrs, finetune_steps).
     """
-    doc = _read_tables(path, ("model", "meta", "train"))
+    doc = _read_tables(path, ("model", "meta", "train", "choice"))
     where = str(path) if path is not None else "options"
     meta = {**doc["meta"], **_given(meta_flags)}
     algorithm = meta.pop("algorithm", "maml")
@@ -167,7 +173,8 @@ def meta_train_settings(
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from e
     train = _build(MetaTrainConfig, {**doc["train"], **_given(train_flags)}, f"{where} [train]")
-    return spec, tasks, train
+    choice = {**doc["choice"], **_given(choice_flags or {})}
+    return spec, tasks, train, _build(ChoiceConfig, choice, f"{where} [choice]")
 
 
 def _policy_config(values: dict, where: str) -> PolicyConfig:

@@ -32,27 +32,43 @@ def meta_train(
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a checkpoint already in --out.")] = False,
+    choose: Annotated[
+        bool | None,
+        typer.Option(
+            "--choose/--no-choose",
+            help="Judge no adaptation, plain fine-tuning and the meta-learner on held-out "
+            "users and record the choice (default: on; [choice] choose in --config).",
+        ),
+    ] = None,
 ) -> None:
-    """Meta-train a pretrained model on a cold-start fold's train users; write the meta
-    checkpoint, metrics.json and report.md."""
+    """Meta-train a pretrained model on a cold-start fold's train users, choose how to adapt
+    on held-out users; write the meta checkpoint, metrics.json and report.md."""
     from metarec.config import meta_train_settings
     from metarec.data.loaders.registry import load_dataset
     from metarec.evaluation.report import format_table
     from metarec.workflows.meta_train import meta_train_fold
 
-    spec, tasks, train = meta_train_settings(
+    spec, tasks, train, choice = meta_train_settings(
         config,
         {"algorithm": algorithm, "k": k, "fold": fold},
         {"policy": policy},
         {"max_steps": max_steps, "time_budget_s": time_budget, "seed": seed, "device": device},
+        {"choose": choose},
     )
     writable_folder(out)
     dataset = load_dataset(data)
-    run = meta_train_fold(base, dataset, spec, tasks, train, out, overwrite, log=say)
+    run = meta_train_fold(base, dataset, spec, tasks, train, out, overwrite, say, choice)
     typer.echo(format_table(run.rows, ["NDCG@10", "Recall@10"]))
+    chosen = "not judged (--no-choose): adapts with the meta-learner"
+    if run.choice is not None and run.measured is not None:
+        m = run.measured
+        ci = "-" if m.ci95 is None else f"[{m.ci95[0]:+.4f}, {m.ci95[1]:+.4f}]"
+        chosen = f"{run.choice.summary()}\n                 on the cold users: gain {m.gain:+.4f}"
+        chosen += f", 95% CI {ci}"
     typer.echo(
         f"best meta-validation {train.select} {run.train.best_metric:.4f} at step "
         f"{run.train.best_step} of {run.train.step} ({run.train.stopped})\n"
+        f"adaptation:      {chosen}\n"
         f"meta checkpoint: {out}\nreport:          {run.report}"
     )
 
@@ -71,7 +87,8 @@ def adapt(
     top: Annotated[int, typer.Option(help="How many recommendations to show.")] = 10,
     steps: Annotated[int | None, typer.Option(help="Inner steps (default: the learner's).")] = None,
 ) -> None:
-    """Show the top-N before and after adapting a meta-trained model to a user's items."""
+    """Show the top-N before and after adapting a meta-trained model to a user's items, as the
+    model chose at meta-training (the method, its gain and 95% CI are printed first)."""
     from metarec.meta.checkpoint import load_meta_checkpoint
     from metarec.workflows.meta_train import before_after
 

@@ -7,14 +7,17 @@
 
 Around them: ``meta.tasks`` (user next-item / like-click tasks, domain tasks, ``TaskSampler``),
 ``meta.learners`` (algorithms by name: ``LearnerSpec``, ``build_learner``), ``meta.train``
-(``meta_train`` with meta-validation and early stopping), ``meta.checkpoint`` (save / load a
-meta-trained model), and ``meta.inference`` (``adapt_user``, ``recommend``). One cold-start
+(``meta_train`` with meta-validation and early stopping), ``meta.choice`` (no adaptation, plain
+fine-tuning or a meta-learner, chosen on held-out users outside the noise), ``meta.checkpoint``
+(save / load a meta-trained model and its choice), and ``meta.inference`` (``adapt_user``,
+``recommend``, ``chosen_adapter``). One cold-start
 fold end to end (what ``metarec meta-train`` runs) is ``metarec.workflows.meta_train``.
 """
 
 from __future__ import annotations
 
 from metarec.meta.checkpoint import MetaCheckpoint, load_meta_checkpoint, save_meta_checkpoint
+from metarec.meta.choice import Choice, choose
 from metarec.meta.core import (
     INNER_LR,
     INNER_STEPS,
@@ -32,7 +35,13 @@ from metarec.meta.functional import (
     pointwise_logits,
     pointwise_loss,
 )
-from metarec.meta.inference import PolicyBundle, adapt_latency, adapt_user, recommend
+from metarec.meta.inference import (
+    PolicyBundle,
+    adapt_latency,
+    adapt_user,
+    chosen_adapter,
+    recommend,
+)
 from metarec.meta.inner import adapt
 from metarec.meta.inner_optim import InnerOptimizer, adagrad, adamw, sgd
 from metarec.meta.learned_optim import LearnedOptimConfig, LearnedOptimRule, learned_optim
@@ -56,6 +65,7 @@ __all__ = [
     "LEARNERS",
     "META_LEARN",
     "OUTER_LR",
+    "Choice",
     "FixedRule",
     "InnerOptimizer",
     "LearnedOptimConfig",
@@ -85,6 +95,8 @@ __all__ = [
     "algorithms",
     "build_learner",
     "call_method",
+    "choose",
+    "chosen_adapter",
     "domain_tasks",
     "evaluate_tasks",
     "functional_loss",

@@ -6,8 +6,14 @@
   start of LoRA / user-vector fast parameters, Meta-SGD rates, learned inner lr and decay);
 - ``item_text.json`` (optional): the catalogue's item text, for showing recommendations;
 - ``meta.json``, replaced atomically last: format version, the learner spec (algorithm, policy,
-  config), the task settings and training summary, and the sha256 of the meta tensors and of the
-  model weights they belong to.
+  config), the task settings and training summary, the sha256 of the meta tensors and of the
+  model weights they belong to, and ``choice`` (``meta.choice.Choice.to_dict``): the method
+  ``metarec meta-train`` chose on held-out users (no adaptation, plain fine-tuning or the
+  meta-learner), its NDCG@10 gain over no adaptation and 95% interval. A checkpoint without
+  ``choice`` (written before the choice, or with ``--no-choose``) adapts with its meta-learner,
+  unjudged. Where a baseline was chosen the folder holds the base model's weights (what was
+  judged) and the meta-learner's own tensors only as a record: ``MetaCheckpoint.adapter``, not
+  ``learner``, is what adapts.
 
 Loading validates each piece and raises ``CheckpointError`` naming the file and the problem.
 """
@@ -24,6 +30,8 @@ from safetensors.torch import load_file
 
 from metarec.atomic_io import atomic_json, save_tensors, sha256_file
 from metarec.errors import CheckpointError
+from metarec.meta.choice import Choice
+from metarec.meta.inference import PolicyBundle, chosen_adapter
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
 from metarec.training.checkpoint import (
     Checkpoint,
@@ -48,6 +56,19 @@ class MetaCheckpoint:
     spec: LearnerSpec
     info: dict = field(default_factory=dict)  # task settings, training summary, ...
     item_text: list[str] | None = None
+    choice: Choice | None = None  # None: no choice recorded (the meta-learner, unjudged)
+
+    def adapter(self) -> Learner | PolicyBundle | None:
+        """What adapting this model follows: the choice (None: no adaptation)."""
+        return chosen_adapter(self.checkpoint.model, self.learner, self.spec, self.choice)
+
+    def describe_choice(self) -> str:
+        """One line on how this model adapts and why (what ``metarec adapt`` prints)."""
+        if self.choice is None:
+            return (
+                f"adaptation: {self.spec.algorithm} (unjudged: no choice recorded in {META_CONFIG})"
+            )
+        return f"adaptation: chosen on held-out users: {self.choice.summary()}"
 
 
 def save_meta_checkpoint(
@@ -57,10 +78,14 @@ def save_meta_checkpoint(
     spec: LearnerSpec,
     info: dict | None = None,
     item_text: list[str] | None = None,
+    choice: Choice | None = None,
 ) -> Path:
-    """Write the model (``ckpt``, whose model is ``learner.model``) and the learner to ``path``."""
+    """Write the model (``ckpt``, whose model is ``learner.model``), the learner and the choice
+    of how to adapt (None: none recorded) to ``path``."""
     if ckpt.model is not learner.model:
         raise ValueError("the checkpoint's model is not the learner's model")
+    if choice is not None:
+        chosen_adapter(ckpt.model, learner, spec, choice)  # a choice this checkpoint can follow
     meta = {k: v for k, v in ckpt.meta.items() if k not in _WRITTEN}
     path = save_checkpoint(path, replace(ckpt, meta=meta))
     model_sha = read_json(path / "config.json", "checkpoint config")["weights_sha256"]
@@ -81,6 +106,8 @@ def save_meta_checkpoint(
         "model_weights_sha256": model_sha,
         "info": info or {},
     }
+    if choice is not None:
+        doc["choice"] = choice.to_dict()
     atomic_json(path / META_CONFIG, doc)
     for old in path.glob("meta-*.safetensors"):
         if old.name != tensors_file:
@@ -100,7 +127,42 @@ def load_meta_checkpoint(path: str | Path) -> MetaCheckpoint:
         raise CheckpointError(f"{path / META_CONFIG}: invalid learner settings: {e}") from e
     _load_meta_tensors(path, doc, learner)
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
-    return MetaCheckpoint(ckpt, learner, spec, info, read_item_text(path, ckpt.items))
+    choice = _read_choice(path, doc, ckpt, learner, spec)
+    return MetaCheckpoint(ckpt, learner, spec, info, read_item_text(path, ckpt.items), choice)
+
+
+def stored_adaptation(path: str | Path) -> tuple[str, Choice | None]:
+    """How the meta checkpoint in ``path`` adapts, from its meta.json alone (no weights
+    loaded): the method (the choice's, else the learner's algorithm) and the choice (None:
+    none recorded). CheckpointError when meta.json is missing or malformed."""
+    where = Path(path) / META_CONFIG
+    if not where.is_file():
+        raise CheckpointError(f"{path} has no {META_CONFIG}: it is not a meta-trained model")
+    doc = read_json(where, "meta checkpoint config")
+    learner = doc.get("learner")
+    algorithm = learner.get("algorithm") if isinstance(learner, dict) else None
+    if not isinstance(algorithm, str):
+        raise CheckpointError(f"{where}: learner.algorithm is missing or not a str")
+    if doc.get("choice") is None:
+        return algorithm, None
+    try:
+        choice = Choice.from_dict(doc["choice"])
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from e
+    return choice.method, choice
+
+
+def _read_choice(
+    path: Path, doc: dict, ckpt: Checkpoint, learner: Learner, spec: LearnerSpec
+) -> Choice | None:
+    if doc.get("choice") is None:
+        return None
+    try:
+        choice = Choice.from_dict(doc["choice"])
+        chosen_adapter(ckpt.model, learner, spec, choice)
+    except ValueError as e:
+        raise CheckpointError(f"{path / META_CONFIG}: {e}") from e
+    return choice
 
 
 def _read_meta_config(path: Path, ckpt: Checkpoint) -> dict:

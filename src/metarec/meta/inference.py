@@ -7,6 +7,11 @@ changes (``policy.touched``), so ``recommend`` (or any ``functional_call``) need
 policy nor the learner, and a service can cache them per user. Both functions run the model in
 eval mode and never change it; two threads must not call them on one model object at once (see
 ``meta.functional``).
+
+What a meta checkpoint adapts with is what ``metarec meta-train`` chose on held-out users
+(``meta.choice``): ``chosen_adapter`` turns the choice into no adapter (no adaptation: the base
+model's ranking), plain fine-tuning (``finetune_bundle``: AdamW at the chosen rate for
+``FINETUNE_STEPS`` steps) or the meta-learner itself.
 """
 
 from __future__ import annotations
@@ -21,15 +26,20 @@ from torch import nn
 
 from metarec.adapt.policies import FastPolicy, PolicyConfig, make_policy
 from metarec.evaluation.next_item import model_device
+from metarec.meta.choice import FINETUNE, NO_ADAPT, Choice
 from metarec.meta.core import INNER_LR, INNER_STEPS
 from metarec.meta.functional import frozen_item_vectors, functional_score
 from metarec.meta.inner import adapt_detached
-from metarec.meta.inner_optim import InnerOptimizer, sgd
-from metarec.meta.learners import Learner
+from metarec.meta.inner_optim import InnerOptimizer, adamw, sgd
+from metarec.meta.learners import Learner, LearnerSpec
 from metarec.meta.tasks import history_batch, support_batch
 from metarec.meta.train import eval_mode
 
 Params = dict[str, torch.Tensor]
+# plain fine-tuning as a candidate of the automatic choice (and coldstart-ml's baselines):
+# AdamW at one of these rates, picked on validation users, for this many steps
+FINETUNE_LRS = (1e-4, 1e-3, 1e-2)
+FINETUNE_STEPS = 5
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,9 +59,43 @@ def default_bundle(model: nn.Module) -> PolicyBundle:
     return PolicyBundle(make_policy(PolicyConfig(), model), sgd(INNER_LR), INNER_STEPS)
 
 
+def finetune_bundle(
+    model: nn.Module, policy: PolicyConfig, lr: float, steps: int = FINETUNE_STEPS
+) -> PolicyBundle:
+    """Plain fine-tuning of ``policy``'s fast parameters from their ordinary start (no
+    meta-learned anything): AdamW at ``lr`` for ``steps`` steps."""
+    return PolicyBundle(make_policy(policy, model), adamw(lr), steps)
+
+
+def chosen_adapter(
+    model: nn.Module, learner: Learner | None, spec: LearnerSpec, choice: Choice | None
+) -> Learner | PolicyBundle | None:
+    """What a meta checkpoint adapts ``model`` with: ``learner`` when nothing was chosen (a
+    checkpoint from before the choice: the meta-learner, unjudged) or the choice is the
+    meta-learner; None for no adaptation; the chosen plain fine-tuning bundle (over
+    ``spec.policy``). ValueError when the choice names another method."""
+    method = spec.algorithm if choice is None else choice.method
+    if method == NO_ADAPT:
+        return None
+    if method == FINETUNE:
+        s = choice.candidate(FINETUNE).settings if choice is not None else {}
+        try:
+            return finetune_bundle(model, spec.policy, float(s["lr"]), int(s["steps"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"the finetune choice needs settings lr and steps, got {s}") from e
+    if method != spec.algorithm:
+        raise ValueError(
+            f"the choice {method!r} is neither {NO_ADAPT}, {FINETUNE} nor the "
+            f"meta-learner {spec.algorithm!r}"
+        )
+    if learner is None:
+        raise ValueError(f"the choice is the meta-learner {method!r} but none was given")
+    return learner
+
+
 def adapt_user(
     model: nn.Module,
-    adapter: Learner | PolicyBundle,
+    adapter: Learner | PolicyBundle | None,
     items: Sequence[int],
     steps: int | None = None,
 ) -> Params:
@@ -61,7 +105,11 @@ def adapt_user(
     next-item prediction inside them (``meta.tasks.support_batch``). ``steps`` None: the
     adapter's own (a learner's eval/inner steps, the bundle's ``steps``). With fewer than 2
     items there is nothing to adapt on and the start of the fast parameters is returned.
+    ``adapter`` None: no adaptation, no overrides ({}: the model as it is).
     """
+    if adapter is None:
+        _check_items(model, items)
+        return {}
     if getattr(adapter, "model", model) is not model:
         raise ValueError("the learner was built over another model object than the one given")
     _check_items(model, items)

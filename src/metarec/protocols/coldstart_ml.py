@@ -45,7 +45,7 @@ from metarec.meta.cold_users import (
     score_popularity,
     score_users,
 )
-from metarec.meta.inference import PolicyBundle
+from metarec.meta.inference import FINETUNE_LRS, FINETUNE_STEPS, PolicyBundle
 from metarec.meta.inner_optim import adamw
 from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.tasks import next_item_tasks
@@ -91,8 +91,8 @@ class ColdstartConfig:
     inner_lr: float | None = None  # SGD inner rate (Meta-SGD: the initial rate)
     inner_steps: int | None = None
     outer_lr: float | None = None  # maml, fomaml, meta-sgd (Reptile steps by its own size)
-    finetune_steps: int = 5
-    finetune_lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2)  # AdamW, chosen on validation users
+    finetune_steps: int = FINETUNE_STEPS
+    finetune_lrs: tuple[float, ...] = FINETUNE_LRS  # AdamW, chosen on validation users
     select_k: int = 5
     valid_fraction: float = 0.1
     progress: bool = True

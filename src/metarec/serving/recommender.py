@@ -141,7 +141,7 @@ def for_new_user(
     if not history:
         return Ranked(popular(model, store, k, raw_items if exclude_seen else ()), "popularity")
     rated = known_ratings(model, raw_items, ratings or [None] * len(raw_items))
-    if not adapt or len(history) < 2:
+    if not adapt or len(history) < 2 or model.adapter is None:  # None: no adaptation chosen
         items = rank(model, history, k, exclude_seen)
         return Ranked(items, "model", p_like=p_like(model, history, rated, [i for i, *_ in items]))
     key = (model.version, user, tuple(history))

@@ -4,10 +4,13 @@ A version is named by the first 16 hex digits of its weights' sha256 (the checkp
 content-addressed weights file), so the same weights are the same version wherever they lie.
 The folders are given when the service starts; requests name versions only, never paths.
 
-A meta checkpoint (``metarec meta-train``) adapts with its meta-learned learner; a plain
-pretrained checkpoint with a default fine-tuning bundle (head policy, a few SGD steps). A
-``like-head/`` folder inside the checkpoint (``metarec like fit``) is loaded with it and checked
-against its weights; the service then answers ``p_like`` beside each recommendation.
+A meta checkpoint (``metarec meta-train``) adapts as meta-train chose on held-out users
+(``meta.choice``): not at all (the base model's ranking), by plain fine-tuning at the chosen rate,
+or with its meta-learner (also what a checkpoint without a recorded choice does); a plain
+pretrained checkpoint with a default fine-tuning bundle (head policy, a few SGD steps);
+``adaptation_of`` says which, per version, for ``GET /models``. A ``like-head/`` folder inside
+the checkpoint (``metarec like fit``) is loaded with it and checked against its weights; the
+service then answers ``p_like`` beside each recommendation.
 Activation loads the new version first and then replaces one reference, so a request either
 sees the old version or the new one, never a half-loaded model; the previous version stays
 loaded for rollback.
@@ -27,8 +30,9 @@ import torch
 from metarec.errors import CheckpointError, ConfigError
 from metarec.like.fit import ItemSpace
 from metarec.like.workflow import HEAD_DIR, LikeModel, load_like_head
-from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint
-from metarec.meta.inference import PolicyBundle, default_bundle
+from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint, stored_adaptation
+from metarec.meta.choice import Choice
+from metarec.meta.inference import PolicyBundle, chosen_adapter, default_bundle
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
 from metarec.models.seqrec import with_new_items
 from metarec.training.checkpoint import (
@@ -40,6 +44,7 @@ from metarec.training.checkpoint import (
 )
 
 Encoder = Callable[["ServedModel", list[str]], torch.Tensor]  # (model, texts) -> (M, T)
+DEFAULT_ADAPTATION = "default"  # a plain checkpoint's: meta.inference.default_bundle
 
 
 @dataclass(eq=False)
@@ -47,10 +52,11 @@ class ServedModel:
     version: str
     path: Path
     checkpoint: Checkpoint
-    adapter: Learner | PolicyBundle
+    adapter: Learner | PolicyBundle | None  # None: the choice was no adaptation
     item_text: list[str]
     item_index: dict[str, int]
     spec: LearnerSpec | None = None  # the meta-learner's (None: the default fine-tuning)
+    choice: Choice | None = None  # what meta-train chose (None: none recorded)
     added: int = 0  # items added after training (scored from their text)
     like: LikeModel | None = None  # the like head in <checkpoint>/like-head, if there is one
     # the like head's item features over this version's catalogue, built at the first p_like
@@ -65,7 +71,7 @@ class ServedModel:
 
     @property
     def kind(self) -> str:
-        return "meta" if not isinstance(self.adapter, PolicyBundle) else "pretrained"
+        return "meta" if self.spec is not None else "pretrained"
 
     @property
     def text_model(self) -> str | None:
@@ -83,10 +89,11 @@ class ServedModel:
             self.version,
             self.path,
             ckpt,
-            _adapter_for(model, self.spec, self.adapter),
+            _adapter_for(model, self.spec, self.adapter, self.choice),
             list(self.item_text) + [t for _, t in items],
             {**self.item_index, **{raw: len(self.item_index) + j for j, raw in enumerate(ids)}},
             self.spec,
+            self.choice,
             self.added + len(ids),
             self.like,
         )
@@ -106,28 +113,52 @@ def load_served_model(path: str | Path) -> ServedModel:
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise CheckpointError(f"{path}: no {CONFIG}; not a metarec checkpoint folder")
-    spec = None
+    spec, choice = None, None
     if (path / META_CONFIG).is_file():
         mc = load_meta_checkpoint(path)
-        ckpt, adapter, text, spec = mc.checkpoint, mc.learner, mc.item_text, mc.spec
+        ckpt, text, spec, choice = mc.checkpoint, mc.item_text, mc.spec, mc.choice
+        adapter = mc.adapter()
     else:
         ckpt = load_checkpoint(path)
         if ckpt.model_type != "seqrec":
             raise CheckpointError(
                 f"{path} holds a {ckpt.model_type} model; the service needs a seqrec checkpoint"
             )
-        adapter, text = _adapter_for(ckpt.model, None, None), read_item_text(path, ckpt.items)
+        adapter, text = default_bundle(ckpt.model), read_item_text(path, ckpt.items)
     text = text or [""] * len(ckpt.items)
     index = {raw: i for i, raw in enumerate(ckpt.items)}
     like = load_like_head(path / HEAD_DIR, ckpt) if (path / HEAD_DIR).is_dir() else None
-    return ServedModel(checkpoint_version(path), path, ckpt, adapter, text, index, spec, like=like)
+    version = checkpoint_version(path)
+    return ServedModel(version, path, ckpt, adapter, text, index, spec, choice, like=like)
 
 
-def _adapter_for(model, spec: LearnerSpec | None, old) -> Learner | PolicyBundle:
-    """The adapter over ``model``: the default fine-tuning bundle, or the meta-learner of
-    ``spec`` with the meta-learned tensors of ``old`` (same shapes) copied in."""
+def adaptation_of(path: Path) -> dict:
+    """How a checkpoint folder adapts, from its files alone (no weights loaded): ``method``
+    (no-adapt | finetune | a meta-learner | ``DEFAULT_ADAPTATION``), ``judged`` (whether
+    meta-train chose it on held-out users), and the chosen method's NDCG@10 gain over no
+    adaptation, 95% interval and number of judging users (None where not judged)."""
+    info = {"method": DEFAULT_ADAPTATION, "judged": False}
+    info |= {"gain_ndcg10": None, "ci95": None, "n_users": None}
+    if not (path / META_CONFIG).is_file():
+        return info
+    method, choice = stored_adaptation(path)
+    info["method"] = method
+    if choice is not None:
+        ci = None if choice.ci95 is None else list(choice.ci95)
+        info.update(judged=True, gain_ndcg10=choice.gain, ci95=ci, n_users=choice.n_users)
+    return info
+
+
+def _adapter_for(
+    model, spec: LearnerSpec | None, old, choice: Choice | None = None
+) -> Learner | PolicyBundle | None:
+    """The adapter over ``model``: the default fine-tuning bundle, what ``choice`` chose when it
+    is not the meta-learner, or the meta-learner of ``spec`` with the meta-learned tensors of
+    ``old`` (same shapes) copied in."""
     if spec is None:
         return default_bundle(model)
+    if choice is not None and choice.method != spec.algorithm:
+        return chosen_adapter(model, None, spec, choice)
     learner = build_learner(model, spec)
     if old is not None:
         new, before = live_meta_tensors(learner), live_meta_tensors(old)
@@ -229,15 +260,24 @@ class ModelRegistry:
         return self._previous
 
     def versions(self) -> list[dict]:
-        return [
-            {
-                "version": v,
-                "active": v == self._active.version,
-                "loaded": v in self._loaded,
-                "previous": v == self._previous,
-            }
-            for v in self._paths
-        ]
+        """Each known version: active, loaded, previous, and how it adapts
+        (``adaptation_of``; None where its folder can no longer be read)."""
+        out = []
+        for v, path in self._paths.items():
+            try:
+                adaptation: dict | None = adaptation_of(path)
+            except CheckpointError:
+                adaptation = None
+            out.append(
+                {
+                    "version": v,
+                    "active": v == self._active.version,
+                    "loaded": v in self._loaded,
+                    "previous": v == self._previous,
+                    "adaptation": adaptation,
+                }
+            )
+        return out
 
     def activate(self, version: str) -> ServedModel:
         """Make ``version`` active (KeyError if unknown); loading happens before the swap."""

@@ -131,11 +131,24 @@ class NewUserRequest(_Strict):
         return self
 
 
+class Adaptation(BaseModel):
+    """How a version adapts at request time: ``method`` no-adapt | finetune | a meta-learner |
+    default (a plain checkpoint's default fine-tuning); ``judged``: chosen by meta-train on
+    held-out users, with the NDCG@10 gain over no adaptation, its 95% CI and the user count."""
+
+    method: str
+    judged: bool
+    gain_ndcg10: float | None = None
+    ci95: list[float] | None = None
+    n_users: int | None = None
+
+
 class ModelVersion(BaseModel):
     version: str
     active: bool
     loaded: bool
     previous: bool
+    adaptation: Adaptation | None = None  # None: the folder's meta.json cannot be read
 
 
 class Activated(BaseModel):
