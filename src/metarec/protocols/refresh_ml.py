@@ -7,8 +7,9 @@ rows up to period t ever reach the period-t model (weights, co-occurrence start,
 mixing coefficients).
 
 Inside every update period the most recent ``valid_frac`` of its rows (global time) is the
-validation window: the first interaction there of each user with earlier rows picks the epoch,
-and those rows are not training targets. Test: up to ``n_test`` interactions of period t + 1 per
+validation window: up to ``n_test`` interactions there of each user with earlier rows (each
+predicted from everything before it, as the test) pick the epoch, and those rows are not
+training targets. Test: up to ``n_test`` interactions of period t + 1 per
 user seen before, each predicted from everything before it (the period-t model, never updated
 on period t + 1; histories include the earlier test-period items, as a deployed model's would),
 ranked over the full catalogue minus the user's whole earlier history; a user's figure is the
@@ -34,7 +35,13 @@ from metarec.data.sequences import group_positions, in_time_order
 from metarec.data.windows import trim_padding
 from metarec.errors import ConfigError
 from metarec.evaluation.metrics import metrics_from_ranks
-from metarec.evaluation.next_item import EvalSet, build_eval_set, model_device, rank_targets
+from metarec.evaluation.next_item import (
+    EvalSet,
+    build_eval_set,
+    concat_eval_sets,
+    model_device,
+    rank_targets,
+)
 from metarec.meta.mixing import (
     MixingConfig,
     apply_mixing,
@@ -140,12 +147,23 @@ def first_rows(rows: Interactions, known: Interactions) -> Interactions:
 
 
 def update_data(
-    history: Interactions, is_target: np.ndarray, valid: Interactions, ds: Dataset, max_len: int
+    history: Interactions,
+    is_target: np.ndarray,
+    valid: Interactions,
+    ds: Dataset,
+    max_len: int,
+    n_valid: int,
 ) -> NextItemData:
     """Training windows over ``history`` with only ``is_target`` rows as targets; validation on
-    the first ``valid`` row of each user known in ``history`` (``test`` repeats it: unused)."""
+    up to ``n_valid`` rows of ``valid`` per user known in ``history``, each predicted from
+    everything before it (as the test; ``test`` repeats it: unused)."""
     users, inputs, targets = target_windows(history, is_target, ds.n_users, max_len)
-    es = build_eval_set(history, first_rows(valid, history), ds.n_users, max_len)
+    sets = next_period_sets(history, valid, ds.n_users, max_len, n_valid)
+    es = (
+        concat_eval_sets(sets)
+        if sets
+        else build_eval_set(history, first_rows(valid, history), ds.n_users, max_len)
+    )
     return NextItemData(
         ds.n_users, ds.n_items, max_len, history.take(is_target), users, inputs, targets, es, es
     )
@@ -234,7 +252,9 @@ class Updater:
     def from_scratch(self, t: int) -> SeqRec:
         """Trained from scratch on every row before period t's validation window."""
         history, is_target = self.update_rows(t, new_only=False)
-        data = update_data(history, is_target, self.periods[t].valid, self.ds, self.max_len)
+        data = update_data(
+            history, is_target, self.periods[t].valid, self.ds, self.max_len, self.cfg.n_test
+        )
         train = replace(self.cfg.train, seed=self.cfg.seed, progress=self.cfg.progress)
         text = TextFeatures(None, {"text_model": None})
         return pretrain_seqrec(self.ds, data, self.cfg.spec, train, text=text).model
@@ -243,7 +263,9 @@ class Updater:
         """A copy of ``model`` fine-tuned on period t's fit rows (plus ``replay`` x as many
         older rows), histories over everything before."""
         history, is_target = self.update_rows(t, new_only=True, replay=replay)
-        data = update_data(history, is_target, self.periods[t].valid, self.ds, self.max_len)
+        data = update_data(
+            history, is_target, self.periods[t].valid, self.ds, self.max_len, self.cfg.n_test
+        )
         model = copy.deepcopy(model)
         config = replace(self.cfg.finetune, seed=self.cfg.seed + t, progress=self.cfg.progress)
         _, best = train_seqrec(model, data, config, optimizer=make_optimizer(model, config))
