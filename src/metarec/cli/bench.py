@@ -235,6 +235,34 @@ def bench_transfer_scientific(
     _files(res)
 
 
+@app.command("refresh-ml")
+def bench_refresh_ml(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/refresh-ml"),
+    data: DataOpt = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    updates: Annotated[
+        int, typer.Option(help="Update periods P after the base period (P + 2 periods).")
+    ] = 4,
+    quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
+) -> None:
+    """docs/protocols.md refresh-ml: drift and periodic re-training, every update method."""
+    from metarec.evaluation.report import format_table
+    from metarec.protocols.refresh_ml import config_from_options, run_refresh_ml
+
+    writable_folder(out)
+    cfg = config_from_options(out, data, seed, updates, quick)
+    start = time.perf_counter()
+    res = run_refresh_ml(cfg, log=say)
+    mean_rows = [r for r in res["results"] if r.setting["period"] == "mean"]
+    typer.echo(format_table(mean_rows, ["NDCG@10", "HR@10"]))
+    for c in res["comparisons"]:
+        typer.echo(
+            f"{c.method} vs {c.baseline}: NDCG@10 {c.diff:+.4f} "
+            f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {c.verdict}"
+        )
+    _files(res, time.perf_counter() - start)
+
+
 def demo(
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("metarec-demo"),
     quick: Annotated[bool, typer.Option(help="Tiny budgets, for a smoke test.")] = False,

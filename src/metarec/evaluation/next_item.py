@@ -57,6 +57,21 @@ def build_eval_set(
     )
 
 
+def concat_eval_sets(sets: list[EvalSet]) -> EvalSet:
+    """The rows of several eval sets as one (a user may then have several target rows, each
+    with its own history and exclusions: e.g. the j-th next items of every user, j = 0, 1, ...)."""
+    if not sets:
+        raise DataError("no eval set to concatenate")
+    lengths = np.concatenate([np.diff(es.seen_indptr) for es in sets])
+    return EvalSet(
+        users=np.concatenate([es.users for es in sets]),
+        histories=np.concatenate([es.histories for es in sets]),
+        targets=np.concatenate([es.targets for es in sets]),
+        seen_indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        seen_items=np.concatenate([es.seen_items for es in sets]),
+    )
+
+
 Scorer = Callable[[SeqBatch], torch.Tensor]  # (B,) users + (B, L) histories -> (B, N) scores
 
 

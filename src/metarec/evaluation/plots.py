@@ -98,10 +98,11 @@ def plot_metric_by(
     x: str,
     path: str | Path,
     references: Mapping[str, float] | None = None,
+    log_x: bool = True,
 ) -> Path:
     """One line per method: ``metric`` against the positive numeric setting ``x`` (e.g. K), with
     95% CI bands where the metric is {"mean", "ci95"}; ``references`` are labelled horizontal
-    lines (a zero-shot score, a published figure)."""
+    lines (a zero-shot score, a published figure); ``log_x``: a log-scaled x axis."""
     lines: dict[str, list[tuple[float, float, float]]] = {}
     for r in results:
         if metric in r.metrics and float(r.setting.get(x, 0)) > 0:
@@ -119,7 +120,8 @@ def plot_metric_by(
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
     for i, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, ls=("--", ":", "-.")[i % 3], color="grey", lw=1.2, label=label)
-    ax.set_xscale("log")
+    if log_x:
+        ax.set_xscale("log")
     ticks = sorted({p[0] for points in lines.values() for p in points})
     ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
     from matplotlib.ticker import NullFormatter
