@@ -40,14 +40,10 @@ from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset, Interactions
 from metarec.data.splits import (
     cold_start_folds,
-    fold_train_dataset,
-    fold_validation_users,
-    leave_one_out,
 )
 from metarec.errors import ConfigError, DataError
 from metarec.like.cold_start import (
     FeatureSpace,
-    LikeScores,
     LikeUser,
     feature_space,
     item_quality,
@@ -63,6 +59,7 @@ from metarec.meta.inner_optim import adamw
 from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.train import MetaTrainConfig, meta_train
 from metarec.models.like_net import LikeNet, LikeNetConfig
+from metarec.protocols.cold_folds import FoldRun, pretrain_fold
 from metarec.protocols.coldstart_like_report import (
     FINETUNE,
     META,
@@ -71,8 +68,7 @@ from metarec.protocols.coldstart_like_report import (
 )
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
-from metarec.training.pretrain import prepare_next_item
-from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, item_text_features
 
 PROTOCOL = "coldstart-like"
 HYPER_ONLY = ("meta-sgd", "learned-optim")
@@ -145,16 +141,6 @@ class ColdstartLikeConfig:
         return LearnerSpec(algorithm, self.policy, config)
 
 
-@dataclass
-class FoldRun:
-    fold: int
-    scores: dict[tuple[str, int], LikeScores] = field(default_factory=dict)
-    cost: dict[str, dict[str, float]] = field(default_factory=dict)
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    chosen_lr: dict[str, float] = field(default_factory=dict)
-    pretrain: dict[str, float] = field(default_factory=dict)
-
-
 def run_coldstart_like(cfg: ColdstartLikeConfig, log: Callable[[str], None] = print) -> dict:
     """Run the protocol; returns {"results", "metrics_json", "report", "comparisons"}."""
     out = Path(cfg.out)
@@ -175,22 +161,11 @@ def run_coldstart_like(cfg: ColdstartLikeConfig, log: Callable[[str], None] = pr
 def run_fold(cfg: ColdstartLikeConfig, dataset: Dataset, fold, text, log) -> FoldRun:
     run = FoldRun(fold.index)
     say = lambda msg: log(f"[fold {fold.index}] {msg}")  # noqa: E731
-    valid_users, train_users = fold_validation_users(fold, cfg.fold_seed, cfg.valid_fraction)
-    valid_inter = fold.train.take(np.isin(fold.train.user, valid_users))
-    train_ds = fold_train_dataset(
-        dataset, fold.index, cfg.n_folds, cfg.fold_seed, cfg.valid_fraction
-    )
-    reset_peak_rss()
-    data = prepare_next_item(
-        leave_one_out(train_ds), dataset.n_users, dataset.n_items, cfg.spec.max_len
-    )
-    trained = pretrain_seqrec(
-        train_ds, data, cfg.spec, replace(cfg.pretrain, progress=cfg.progress), text=text
-    )
-    base = trained.model.eval()
-    for p in base.parameters():
+    setup = pretrain_fold(cfg, dataset, fold, text, run)
+    base, valid_inter, train_ds = setup.base, setup.valid_inter, setup.train
+    valid_users, train_users = setup.valid_users, setup.train_users
+    for p in base.parameters():  # a frozen feature extractor from here on
         p.requires_grad_(False)
-    run.pretrain = {**trained.state.cost(), "valid_NDCG@10": trained.valid["NDCG@10"]}
     say(f"SeqRec pretrained on {len(train_users)} users in {run.pretrain['train_seconds']:.0f} s")
 
     train_inter = train_ds.interactions

@@ -33,14 +33,10 @@ from metarec.data.loaders.registry import load_dataset
 from metarec.data.schema import Dataset
 from metarec.data.splits import (
     cold_start_folds,
-    fold_train_dataset,
-    fold_validation_users,
-    leave_one_out,
 )
 from metarec.errors import ConfigError
 from metarec.meta.cold_users import (
     ColdUser,
-    MethodScores,
     cold_users,
     score_popularity,
     score_users,
@@ -50,12 +46,12 @@ from metarec.meta.inner_optim import adamw
 from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.tasks import next_item_tasks
 from metarec.meta.train import MetaTrainConfig, meta_train
+from metarec.protocols.cold_folds import FoldRun, pretrain_fold
 from metarec.protocols.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
 from metarec.protocols.coldstart_report import write_coldstart
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
 from metarec.training.loop import TrainConfig
-from metarec.training.pretrain import prepare_next_item
-from metarec.workflows.pretrain import ModelSpec, item_text_features, pretrain_seqrec
+from metarec.workflows.pretrain import ModelSpec, item_text_features
 
 PROTOCOL = "coldstart-ml"
 
@@ -136,18 +132,6 @@ class ColdstartConfig:
         return LearnerSpec(method, self.policy, replace(config, **overrides))
 
 
-@dataclass
-class FoldRun:
-    """One fold: per (method, K) the scores, per method its training cost."""
-
-    fold: int
-    scores: dict[tuple[str, int], MethodScores] = field(default_factory=dict)
-    cost: dict[str, dict[str, float]] = field(default_factory=dict)
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    chosen_lr: dict[str, float] = field(default_factory=dict)
-    pretrain: dict[str, float] = field(default_factory=dict)
-
-
 def run_coldstart_ml(cfg: ColdstartConfig, log: Callable[[str], None] = print) -> dict:
     """Run the protocol; returns {"results", "metrics_json", "report", "comparisons"}."""
 
@@ -168,30 +152,12 @@ def run_fold(cfg: ColdstartConfig, dataset: Dataset, fold, text, log) -> FoldRun
     """Pretrain on the fold's train users, then every method on its cold users."""
     run = FoldRun(fold.index)
     say = lambda msg: log(f"[fold {fold.index}] {msg}")  # noqa: E731
-    valid_users, train_users = fold_validation_users(fold, cfg.fold_seed, cfg.valid_fraction)
-    n_valid = len(valid_users)
-    valid_inter = fold.train.take(np.isin(fold.train.user, valid_users))
-    # validation users stay unseen, like the cold users: selection on them is honest
-    train_ds = fold_train_dataset(
-        dataset, fold.index, cfg.n_folds, cfg.fold_seed, cfg.valid_fraction
-    )
-    meta_inter = train_ds.interactions
-    reset_peak_rss()
-    split = leave_one_out(train_ds)
-    data = prepare_next_item(split, dataset.n_users, dataset.n_items, cfg.spec.max_len)
-    trained = pretrain_seqrec(
-        train_ds,
-        data,
-        cfg.spec,
-        replace(cfg.pretrain, progress=cfg.progress),
-        text=text,
-    )
-    base = trained.model.eval()
-    run.pretrain = {**trained.state.cost(), "valid_NDCG@10": trained.valid["NDCG@10"]}
-    run.pretrain["peak_rss_mb"] = peak_rss_mb()
+    setup = pretrain_fold(cfg, dataset, fold, text, run)
+    base, valid_inter, meta_inter = setup.base, setup.valid_inter, setup.train.interactions
+    n_valid, train_users = len(setup.valid_users), setup.train_users
     say(
         f"pretrained on {len(train_users)} users: valid NDCG@10 "
-        f"{trained.valid['NDCG@10']:.4f} in {run.pretrain['train_seconds']:.0f} s"
+        f"{run.pretrain['valid_NDCG@10']:.4f} in {run.pretrain['train_seconds']:.0f} s"
     )
     seed = (cfg.fold_seed, fold.index)
     valid_users = cold_users(valid_inter, cfg.select_k, cfg.n_query, dataset.n_items, seed)
