@@ -101,6 +101,10 @@ def bench_coldstart_like(
     fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
     k: Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")] = None,
     method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(help="Fast parameters of the meta-learners (default: the net's head)."),
+    ] = None,
     pretrain_budget: Annotated[float, typer.Option(help="Pretraining seconds per fold.")] = 120,
     meta_budget: Annotated[float, typer.Option(help="Meta-training seconds per method.")] = 120,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
@@ -112,7 +116,7 @@ def bench_coldstart_like(
 
     writable_folder(out)
     options = {"n_folds": n_folds, "fold_seed": fold_seed, "folds": fold, "ks": k}
-    options |= {"methods": method}
+    options |= {"methods": method, "policy": policy}
     cfg = config_from_options(out, data, options, pretrain_budget, meta_budget, quick)
     start = time.perf_counter()
     res = run_coldstart_like(cfg, log=say)

@@ -284,7 +284,7 @@ def config_from_options(
     quick: bool,
 ) -> ColdstartLikeConfig:
     """What ``metarec bench coldstart-like`` runs; ``options``: n_folds, fold_seed, folds, ks,
-    methods (None: the protocol's)."""
+    methods, policy (None: the protocol's)."""
     try:
         cfg = ColdstartLikeConfig(
             data=data, out=out, n_folds=options["n_folds"], fold_seed=options["fold_seed"]
@@ -294,6 +294,7 @@ def config_from_options(
             folds=tuple(options["folds"]) if options["folds"] else None,
             ks=tuple(options["ks"]) if options["ks"] else cfg.ks,
             methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
+            policy=PolicyConfig(options["policy"]) if options.get("policy") else cfg.policy,
             pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
             meta=replace(cfg.meta, time_budget_s=meta_budget),
         )
