@@ -219,3 +219,23 @@ def test_data_without_ratings_is_refused(tmp_path, monkeypatch):
     cfg = ColdstartLikeConfig(data=str(inter), out=tmp_path / "o", progress=False)
     with pytest.raises(DataError, match="explicit feedback"):
         run_coldstart_like(cfg, log=lambda m: None)
+
+
+def test_options_reach_the_config_and_bad_ones_are_refused(tmp_path):
+    from metarec.errors import ConfigError
+    from metarec.protocols.coldstart_like import config_from_options
+
+    options = {"n_folds": 5, "fold_seed": 0, "folds": [1], "ks": [5], "methods": ["meta-sgd"]}
+    cfg = config_from_options(
+        tmp_path, None, {**options, "policy": "user-embedding"}, 60, 30, False
+    )
+    assert cfg.policy.name == "user-embedding" and cfg.folds == (1,) and cfg.ks == (5,)
+    assert cfg.meta.time_budget_s == 30 and cfg.pretrain.time_budget_s == 60
+    # Meta-SGD meta-learns its rates only; MAML its start too
+    assert cfg.learner_spec("meta-sgd").config.meta_learn == "hyper"
+    assert cfg.learner_spec("maml").config.meta_learn == "all"
+    assert cfg.learner_spec("melu").algorithm == "maml"
+    with pytest.raises(ConfigError, match="policy"):
+        config_from_options(tmp_path, None, {**options, "policy": "nope"}, 60, 30, False)
+    with pytest.raises(ConfigError, match="unknown method"):
+        config_from_options(tmp_path, None, {**options, "methods": ["nope"]}, 60, 30, False)
