@@ -36,7 +36,7 @@ from metarec.data.schema import Interactions
 from metarec.errors import DataError
 from metarec.evaluation.metrics import auc, log_loss
 from metarec.meta.functional import frozen_item_vectors, functional_score, like_logits
-from metarec.meta.inference import PolicyBundle
+from metarec.meta.inference import PolicyBundle, model_max_len
 from metarec.meta.inner import adapt_detached
 from metarec.meta.learners import Learner
 from metarec.meta.tasks import Task, history_batch, like_labels, user_parts
@@ -152,7 +152,7 @@ def like_users(
             "coldstart-like needs explicit feedback (a rating or 0/1 label column); "
             "this data has none"
         )
-    max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
+    max_len = model_max_len(model)
     out = []
     with eval_mode(model), torch.no_grad():
         vectors = frozen_item_vectors(model, ())
