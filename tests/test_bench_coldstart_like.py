@@ -235,6 +235,8 @@ def test_options_reach_the_config_and_bad_ones_are_refused(tmp_path):
     assert cfg.learner_spec("meta-sgd").config.meta_learn == "hyper"
     assert cfg.learner_spec("maml").config.meta_learn == "all"
     assert cfg.learner_spec("melu").algorithm == "maml"
+    assert cfg.learner_spec("meta-sgd").policy.name == "user-embedding"
+    assert cfg.learner_spec("anil").policy.name == "head"  # anil adapts the head only
     with pytest.raises(ConfigError, match="policy"):
         config_from_options(tmp_path, None, {**options, "policy": "nope"}, 60, 30, False)
     with pytest.raises(ConfigError, match="unknown method"):

@@ -56,7 +56,7 @@ from metarec.like.like_net_fit import LikeNetFitConfig, fit_like_net
 from metarec.meta.core import INNER_LR
 from metarec.meta.inference import PolicyBundle, default_bundle
 from metarec.meta.inner_optim import adamw
-from metarec.meta.learners import LearnerSpec, build_learner, default_config
+from metarec.meta.learners import LearnerSpec, build_learner, default_config, entry
 from metarec.meta.train import MetaTrainConfig, meta_train
 from metarec.models.like_net import LikeNet, LikeNetConfig
 from metarec.protocols.cold_folds import FoldRun, pretrain_fold
@@ -138,7 +138,11 @@ class ColdstartLikeConfig:
         config = default_config(algorithm)
         if algorithm in HYPER_ONLY:
             config = replace(config, meta_learn="hyper")
-        return LearnerSpec(algorithm, self.policy, config)
+        allowed = entry(algorithm).policies  # anil adapts the head only, whatever --policy says
+        policy = self.policy
+        if allowed is not None and policy.name not in allowed:
+            policy = PolicyConfig(allowed[0])
+        return LearnerSpec(algorithm, policy, config)
 
 
 def run_coldstart_like(cfg: ColdstartLikeConfig, log: Callable[[str], None] = print) -> dict:

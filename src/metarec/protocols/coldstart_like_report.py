@@ -49,7 +49,8 @@ def summarise(cfg, runs) -> list[ResultRow]:
             for name in fold_metrics[0]:
                 values = [m[name] for m in fold_metrics if name in m]
                 metrics[name] = values[0] if len(values) == 1 else ci_metric(values)
-            policy = FINETUNE.get(method, cfg.policy.name if method in META else "-")
+            meta_policy = cfg.learner_spec(method).policy.name if method in META else "-"
+            policy = FINETUNE.get(method, meta_policy)
             rows.append(ResultRow(method, {"K": k, "policy": policy}, metrics, _cost(method, runs)))
     return rows
 
