@@ -21,7 +21,7 @@ from metarec.like.like_net_fit import LikeNetFitConfig, fit_like_net
 from metarec.meta.inference import PolicyBundle
 from metarec.meta.inner_optim import adamw
 from metarec.meta.tasks import history_batch
-from metarec.models import FeatureBatch, LikeNet, LikeNetConfig, SeqRec, SeqRecConfig
+from metarec.models import FeatureBatch, LikeNet, LikeNetConfig
 from metarec.protocols.coldstart_like import (
     METHODS,
     ColdstartLikeConfig,
@@ -29,16 +29,8 @@ from metarec.protocols.coldstart_like import (
     run_coldstart_like,
 )
 from metarec.workflows.pretrain import ModelSpec
-
-COLOURS = ("red", "blue", "green", "black", "white", "grey")
-
-
-def _model(n_items=40):
-    torch.manual_seed(0)
-    cfg = SeqRecConfig(
-        n_items=n_items, dim=8, n_layers=1, n_heads=2, max_len=5, dropout=0.0, text_dim=4
-    )
-    return SeqRec(cfg, torch.randn(n_items, 4)).eval()
+from test_bench_coldstart import _model
+from test_bench_warm_ml import COLOURS
 
 
 def _rated(n_users=6, length=12, n_items=40):

@@ -10,6 +10,13 @@ import typer
 
 from metarec.cli.common import DataOpt, say, writable_folder
 
+# the options of the cold-start protocols (coldstart-ml, coldstart-like), declared once
+FoldOpt = Annotated[list[int] | None, typer.Option(help="Run only this fold; repeat for several.")]
+NFoldsOpt = Annotated[int, typer.Option(help="Folds the users are split into.")]
+FoldSeedOpt = Annotated[int, typer.Option(help="Seed of the fold split.")]
+KOpt = Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")]
+MethodOpt = Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")]
+
 app = typer.Typer(help="Run a benchmark protocol (see docs/protocols.md).", no_args_is_help=True)
 
 
@@ -50,13 +57,11 @@ def bench_warm_ml(
 def bench_coldstart_ml(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/coldstart-ml"),
     data: DataOpt = None,
-    fold: Annotated[
-        list[int] | None, typer.Option(help="Run only this fold; repeat for several.")
-    ] = None,
-    n_folds: Annotated[int, typer.Option(help="Folds the users are split into.")] = 5,
-    fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
-    k: Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")] = None,
-    method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
+    fold: FoldOpt = None,
+    n_folds: NFoldsOpt = 5,
+    fold_seed: FoldSeedOpt = 0,
+    k: KOpt = None,
+    method: MethodOpt = None,
     policy: Annotated[
         str | None, typer.Option(help="Fast parameters of the meta-learners (default: head).")
     ] = None,
@@ -94,13 +99,11 @@ def bench_coldstart_ml(
 def bench_coldstart_like(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("metarec-runs/coldstart-like"),
     data: DataOpt = None,
-    fold: Annotated[
-        list[int] | None, typer.Option(help="Run only this fold; repeat for several.")
-    ] = None,
-    n_folds: Annotated[int, typer.Option(help="Folds the users are split into.")] = 5,
-    fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
-    k: Annotated[list[int] | None, typer.Option(help="Support size K; repeat.")] = None,
-    method: Annotated[list[str] | None, typer.Option(help="Method; repeat (default all).")] = None,
+    fold: FoldOpt = None,
+    n_folds: NFoldsOpt = 5,
+    fold_seed: FoldSeedOpt = 0,
+    k: KOpt = None,
+    method: MethodOpt = None,
     policy: Annotated[
         str | None,
         typer.Option(help="Fast parameters of the meta-learners (default: the net's head)."),

@@ -84,6 +84,15 @@ def entry(algorithm: str) -> LearnerEntry:
     return LEARNERS[algorithm]
 
 
+def accepted_policy(algorithm: str, policy: PolicyConfig) -> PolicyConfig:
+    """``policy`` where the algorithm accepts it, else the first policy it does (``anil``: the
+    head), so that a run over every algorithm with one ``--policy`` never stops half way."""
+    allowed = entry(algorithm).policies
+    if allowed is None or policy.name in allowed:
+        return policy
+    return PolicyConfig(allowed[0])
+
+
 def default_config(algorithm: str) -> Any:
     """The algorithm's config with the product's defaults (first-order for ``fomaml``)."""
     return entry(algorithm).default_config()

@@ -3,7 +3,8 @@
 ``pretrain_fold`` splits the fold's other users (seeded) into validation users and training
 users, pretrains SeqRec on the training users only (leave-one-out inside them for early
 stopping; the validation users stay as unseen as the cold users, so selecting on them is
-honest) and returns the pieces both protocols go on from. ``FoldRun`` holds one fold's figures.
+honest) and returns the pieces both protocols go on from. ``FoldRun`` holds one fold's figures;
+``with_options`` applies the flags both ``metarec bench`` commands share.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from metarec.adapt.policies import PolicyConfig
 from metarec.data.schema import Dataset, Interactions
 from metarec.data.splits import fold_train_dataset, fold_validation_users, leave_one_out
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
@@ -58,3 +60,18 @@ def pretrain_fold(cfg, dataset: Dataset, fold, text, run: FoldRun) -> FoldSetup:
     run.pretrain = {**trained.state.cost(), "valid_NDCG@10": trained.valid["NDCG@10"]}
     run.pretrain["peak_rss_mb"] = peak_rss_mb()
     return FoldSetup(valid_users, train_users, valid_inter, train_ds, trained.model.eval())
+
+
+def with_options(cfg, options: dict, pretrain_budget: float, meta_budget: float):
+    """``cfg`` with the shared flags applied (folds, ks, methods, policy: None keeps the
+    protocol's value) and the pretraining and meta-training budgets."""
+    policy = options.get("policy")
+    return replace(
+        cfg,
+        folds=tuple(options["folds"]) if options["folds"] else None,
+        ks=tuple(options["ks"]) if options["ks"] else cfg.ks,
+        methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
+        policy=PolicyConfig(policy) if policy else cfg.policy,
+        pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
+        meta=replace(cfg.meta, time_budget_s=meta_budget),
+    )

@@ -56,10 +56,15 @@ from metarec.like.like_net_fit import LikeNetFitConfig, fit_like_net
 from metarec.meta.core import INNER_LR
 from metarec.meta.inference import PolicyBundle, default_bundle
 from metarec.meta.inner_optim import adamw
-from metarec.meta.learners import LearnerSpec, build_learner, default_config, entry
+from metarec.meta.learners import (
+    LearnerSpec,
+    accepted_policy,
+    build_learner,
+    default_config,
+)
 from metarec.meta.train import MetaTrainConfig, meta_train
 from metarec.models.like_net import LikeNet, LikeNetConfig
-from metarec.protocols.cold_folds import FoldRun, pretrain_fold
+from metarec.protocols.cold_folds import FoldRun, pretrain_fold, with_options
 from metarec.protocols.coldstart_like_report import (
     FINETUNE,
     META,
@@ -138,11 +143,7 @@ class ColdstartLikeConfig:
         config = default_config(algorithm)
         if algorithm in HYPER_ONLY:
             config = replace(config, meta_learn="hyper")
-        allowed = entry(algorithm).policies  # anil adapts the head only, whatever --policy says
-        policy = self.policy
-        if allowed is not None and policy.name not in allowed:
-            policy = PolicyConfig(allowed[0])
-        return LearnerSpec(algorithm, policy, config)
+        return LearnerSpec(algorithm, accepted_policy(algorithm, self.policy), config)
 
 
 def run_coldstart_like(cfg: ColdstartLikeConfig, log: Callable[[str], None] = print) -> dict:
@@ -293,15 +294,7 @@ def config_from_options(
         cfg = ColdstartLikeConfig(
             data=data, out=out, n_folds=options["n_folds"], fold_seed=options["fold_seed"]
         )
-        cfg = replace(
-            cfg,
-            folds=tuple(options["folds"]) if options["folds"] else None,
-            ks=tuple(options["ks"]) if options["ks"] else cfg.ks,
-            methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
-            policy=PolicyConfig(options["policy"]) if options.get("policy") else cfg.policy,
-            pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
-            meta=replace(cfg.meta, time_budget_s=meta_budget),
-        )
+        cfg = with_options(cfg, options, pretrain_budget, meta_budget)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     return quick_config(cfg) if quick else cfg

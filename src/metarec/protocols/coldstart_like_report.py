@@ -15,12 +15,13 @@ import numpy as np
 
 from metarec.data.schema import Dataset
 from metarec.evaluation.metrics import mean_ci95
-from metarec.evaluation.plots import plot_learning_curves, plot_metric_by
+from metarec.evaluation.plots import plot_metric_by
 from metarec.evaluation.report import ResultRow, ci_metric
 from metarec.protocols.coldstart_report import (
     Comparison,
-    comparison_doc,
     comparison_table,
+    fold_extra,
+    meta_curve_plot,
     pivot,
 )
 from metarec.protocols.experiment import Experiment, Plot
@@ -91,20 +92,8 @@ def write_coldstart_like(cfg, dataset: Dataset, runs, out: Path) -> dict:
             partial(plot_metric_by, [r for r in results if "NDCG@10" in r.metrics], "NDCG@10", "K"),
         ),
     ]
-    curves = {m: c for m, c in runs[0].curves.items() if c}
-    if curves:
-        caption = f"Meta-validation AUC, every K (fold {runs[0].fold})"
-        draw = partial(plot_learning_curves, curves, xlabel="meta step")
-        plots.append(Plot(caption, "meta_validation.png", draw))
-    extra = {
-        "quick": cfg.quick,
-        "folds": [r.fold for r in runs],
-        "n_folds": cfg.n_folds,
-        "pretrain": {str(r.fold): r.pretrain for r in runs},
-        "finetune_lr": {str(r.fold): r.chosen_lr for r in runs},
-        "comparisons": [comparison_doc(c) for c in comparisons],
-        "settings": _settings(cfg),
-    }
+    plots += meta_curve_plot(runs, "Meta-validation AUC, every K")
+    extra = fold_extra(cfg, runs, comparisons, _settings(cfg))
     at_k = [c for c in comparisons if c.k == cfg.select_k]
     sections = [
         ("AUC by K (mean ± 95% CI half-width over folds)", pivot(results, "AUC")),

@@ -46,7 +46,7 @@ from metarec.meta.inner_optim import adamw
 from metarec.meta.learners import LearnerSpec, build_learner, default_config
 from metarec.meta.tasks import next_item_tasks
 from metarec.meta.train import MetaTrainConfig, meta_train
-from metarec.protocols.cold_folds import FoldRun, pretrain_fold
+from metarec.protocols.cold_folds import FoldRun, pretrain_fold, with_options
 from metarec.protocols.coldstart_names import FINETUNE, FINETUNE_POLICY, META, METHODS
 from metarec.protocols.coldstart_report import write_coldstart
 from metarec.protocols.resources import peak_rss_mb, reset_peak_rss
@@ -265,16 +265,8 @@ def config_from_options(
         cfg = ColdstartConfig(
             data=data, out=out, n_folds=options["n_folds"], fold_seed=options["fold_seed"]
         )
-        policy = options["policy"]
         cfg = replace(
-            cfg,
-            folds=tuple(options["folds"]) if options["folds"] else None,
-            ks=tuple(options["ks"]) if options["ks"] else cfg.ks,
-            methods=tuple(options["methods"]) if options["methods"] else cfg.methods,
-            policy=PolicyConfig(policy) if policy else cfg.policy,
-            pretrain=replace(cfg.pretrain, time_budget_s=pretrain_budget),
-            meta=replace(cfg.meta, time_budget_s=meta_budget),
-            outer_lr=options["outer_lr"],
+            with_options(cfg, options, pretrain_budget, meta_budget), outer_lr=options["outer_lr"]
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

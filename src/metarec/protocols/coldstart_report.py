@@ -95,20 +95,8 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
     exp = Experiment(PROTOCOL, dataset.name, [cfg.fold_seed], out, cfg.title, device=device)
     exp.add(*results)
     plots = [Plot("NDCG@10 against K", "ndcg_by_k.png", partial(plot_metric_by, results, *_BY_K))]
-    curves = {m: c for m, c in runs[0].curves.items() if c}
-    if curves:
-        caption = f"Meta-validation NDCG@10, all K >= 2 (fold {runs[0].fold})"
-        draw = partial(plot_learning_curves, curves, xlabel="meta step")
-        plots.append(Plot(caption, "meta_validation.png", draw))
-    extra = {
-        "quick": cfg.quick,
-        "folds": [r.fold for r in runs],
-        "n_folds": cfg.n_folds,
-        "pretrain": {str(r.fold): r.pretrain for r in runs},
-        "finetune_lr": {str(r.fold): r.chosen_lr for r in runs},
-        "comparisons": [comparison_doc(c) for c in comparisons],
-        "settings": _settings(cfg),
-    }
+    plots += meta_curve_plot(runs, "Meta-validation NDCG@10, all K >= 2")
+    extra = fold_extra(cfg, runs, comparisons, _settings(cfg))
     sections = [
         ("NDCG@10 by K (mean ± 95% CI half-width over folds)", pivot(results, "NDCG@10")),
         (
@@ -127,6 +115,28 @@ def write_coldstart(cfg, dataset: Dataset, runs, out: Path) -> dict:
 
 
 _BY_K = ("NDCG@10", "K")
+
+
+def meta_curve_plot(runs, caption: str) -> list[Plot]:
+    """The first fold's meta-validation curves as a plot (none when no meta-learner ran)."""
+    curves = {m: c for m, c in runs[0].curves.items() if c}
+    if not curves:
+        return []
+    draw = partial(plot_learning_curves, curves, xlabel="meta step")
+    return [Plot(f"{caption} (fold {runs[0].fold})", "meta_validation.png", draw)]
+
+
+def fold_extra(cfg, runs, comparisons: list[Comparison], settings: dict) -> dict:
+    """What a fold protocol's metrics.json holds beside its rows."""
+    return {
+        "quick": cfg.quick,
+        "folds": [r.fold for r in runs],
+        "n_folds": cfg.n_folds,
+        "pretrain": {str(r.fold): r.pretrain for r in runs},
+        "finetune_lr": {str(r.fold): r.chosen_lr for r in runs},
+        "comparisons": [comparison_doc(c) for c in comparisons],
+        "settings": settings,
+    }
 
 
 def comparison_doc(c: Comparison) -> dict:
