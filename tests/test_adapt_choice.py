@@ -3,9 +3,9 @@ service follow it, and GET /models shows it per version."""
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 
 from metarec.config import meta_train_settings
 from metarec.data.loaders.registry import load_dataset
-from metarec.errors import CheckpointError
+from metarec.errors import CheckpointError, ConfigError
+from metarec.meta import choice as choice_module
 from metarec.meta.checkpoint import load_meta_checkpoint
-from metarec.meta.choice import FINETUNE, NO_ADAPT, choose
+from metarec.meta.choice import FINETUNE, NO_ADAPT
 from metarec.meta.inference import PolicyBundle, adapt_user, finetune_bundle, recommend
+from metarec.meta.learners import algorithms
 from metarec.serving import ServeSettings, create_app
 from metarec.serving.registry import adaptation_of, load_served_model
-from metarec.workflows import adapt_choice
 from metarec.workflows.meta_train import meta_train_fold
 from test_cli_meta import QUICK, save_base_model, write_genre_csv
 
@@ -37,12 +38,14 @@ def chosen(tmp_path_factory):
     base = save_base_model(tmp / "base", csv)
     (tmp / "meta.toml").write_text(QUICK + "[choice]\nfinetune_lrs = [1e-3, 1e-2]\n")
     meta = {"algorithm": "fomaml", "k": 3, "fold": 1, "valid_fraction": 0.5}
-    spec, tasks, train, config = meta_train_settings(tmp / "meta.toml", meta, {"policy": "all"}, {})
+    (spec,), tasks, train, config = meta_train_settings(
+        tmp / "meta.toml", meta, {"policy": "all"}, {}
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(adapt_choice, "choose", functools.partial(choose, level=1e-6))
+            mp.setattr(choice_module, "family_level", lambda m, level=0.95: 1e-6)
             run = meta_train_fold(
                 base, load_dataset(csv), spec, tasks, train, tmp / "meta", choice=config
             )
@@ -161,3 +164,76 @@ def test_the_service_follows_the_choice_and_lists_it_per_version(chosen):
     }
     assert adaptation_of(unjudged)["method"] == "fomaml"
     assert adaptation_of(unjudged)["judged"] is False
+
+
+def test_several_meta_learners_are_trained_and_judged_together(chosen):
+    """fomaml and reptile, each from the pretrained weights: both are candidates of one
+    choice, both rows are in the table, and the folder keeps the winner (or, when a baseline
+    wins, the meta-learner with the larger judged gain, over the base weights)."""
+    meta = {"algorithm": "fomaml,reptile", "k": 3, "fold": 1, "valid_fraction": 0.5}
+    specs, tasks, train, config = meta_train_settings(
+        chosen.tmp / "meta.toml", meta, {"policy": "all"}, {}
+    )
+    assert [s.algorithm for s in specs] == ["fomaml", "reptile"]
+    csv, out = chosen.tmp / "genres.csv", chosen.tmp / "several"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(choice_module, "family_level", lambda m, level=0.95: 1e-6)
+            run = meta_train_fold(
+                chosen.base, load_dataset(csv), specs, tasks, train, out, choice=config
+            )
+    finally:
+        torch.set_num_threads(threads)
+    doc = json.loads((out / "meta.json").read_text())
+    methods = [c["method"] for c in doc["choice"]["candidates"]]
+    assert methods == [NO_ADAPT, FINETUNE, "fomaml", "reptile"]
+    assert set(run.trained) == {"fomaml", "reptile"}
+    assert all(r.step == 6 for r in run.trained.values())  # each learner its own budget
+    rows = {r["method"]: r for r in json.loads((out / "metrics.json").read_text())["results"]}
+    assert set(rows) == {NO_ADAPT, FINETUNE, "fomaml", "reptile"}
+    assert (
+        rows["reptile"]["cost"]["meta_steps"] == 6 and rows["fomaml"]["cost"]["train_seconds"] > 0
+    )
+    passing = [c for c in doc["choice"]["candidates"][1:] if c["ci95"][0] > 0]
+    expected = max(passing, key=lambda c: c["gain_ndcg10"])["method"] if passing else NO_ADAPT
+    assert doc["choice"]["method"] == run.choice.method == expected
+    gains = {c["method"]: c["gain_ndcg10"] for c in doc["choice"]["candidates"]}
+    learners = ("fomaml", "reptile")
+    kept = expected if expected in learners else max(learners, key=gains.__getitem__)
+    mc = load_meta_checkpoint(out)
+    learned = json.loads((out / "config.json").read_text())["meta_trained"]
+    assert mc.spec.algorithm == learned["algorithm"] == kept
+    assert (
+        "fomaml" in (out / "report.md").read_text() and "reptile" in (out / "report.md").read_text()
+    )
+    with pytest.raises(ConfigError, match="drop --no-choose"):
+        meta_train_fold(
+            chosen.base,
+            load_dataset(csv),
+            specs,
+            tasks,
+            train,
+            choice=replace(config, choose=False),
+        )
+
+
+def test_algorithm_auto_is_every_registered_meta_learner_with_the_keys_each_takes(tmp_path):
+    path = tmp_path / "meta.toml"
+    path.write_text('[meta]\nalgorithm = "auto"\ninner_steps = 2\nalpha_range = [0.01, 0.02]\n')
+    specs, *_ = meta_train_settings(path, {}, {"policy": "all"}, {})
+    by_name = {s.algorithm: s for s in specs}
+    assert tuple(by_name) == algorithms()
+    assert all(s.config.inner_steps == 2 for s in specs)  # every config has inner_steps
+    assert by_name["meta-sgd"].config.alpha_range == (0.01, 0.02)  # only meta-sgd's has this
+    assert by_name["anil"].policy.name == "head" and by_name["maml"].policy.name == "all"
+    assert by_name["fomaml"].config.first_order and not by_name["maml"].config.first_order
+    (one,), *_ = meta_train_settings(None, {"algorithm": "reptile"}, {}, {})
+    assert one.algorithm == "reptile"
+    for bad, named in [("maml,sgd", "'sgd'"), ("maml, maml", "each algorithm once"), ("", "''")]:
+        with pytest.raises(ConfigError, match=named):
+            meta_train_settings(None, {"algorithm": bad}, {}, {})
+    path.write_text('[meta]\nalgorithm = "reptile"\nalpha_range = [0.01, 0.02]\n')
+    with pytest.raises(ConfigError, match="'alpha_range' for algorithm reptile"):
+        meta_train_settings(path, {}, {}, {})

@@ -137,6 +137,30 @@ def test_meta_train_then_adapt_end_to_end(monkeypatch, capsys, tmp_path, genre_c
     assert stdout.startswith("adaptation: fomaml (unjudged") and "after (fomaml, all)" in stdout
 
 
+def test_meta_train_auto_trains_and_judges_every_meta_learner(
+    monkeypatch, capsys, tmp_path, genre_csv, base_model
+):
+    from metarec.meta.learners import algorithms
+
+    out = tmp_path / "auto"
+    args = ["meta-train", "--base", str(base_model), "--data", str(genre_csv), "--out", str(out)]
+    args += ["--algorithm", "auto", "--policy", "all", "--k", "3", "--fold", "1"]
+    args += ["--config", str(write_config(tmp_path, QUICK))]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    for name in algorithms():
+        assert f"{name}: best meta-validation" in stdout and f"meta-training {name}" in err
+    choice = json.loads((out / "meta.json").read_text())["choice"]
+    assert [c["method"] for c in choice["candidates"]] == ["no-adapt", "finetune", *algorithms()]
+    assert f"Bonferroni over {len(algorithms()) + 1}" in choice["interval"]
+    rows = {r["method"]: r for r in json.loads((out / "metrics.json").read_text())["results"]}
+    assert (
+        rows["anil"]["setting"]["policy"] == "head" and rows["maml"]["setting"]["policy"] == "all"
+    )
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--overwrite", "--no-choose")
+    assert code == 1 and "drop --no-choose" in err and "Traceback" not in err
+
+
 def test_meta_train_rejects_unknown_keys(monkeypatch, capsys, tmp_path, genre_csv, base_model):
     bad = write_config(tmp_path, "[meta]\ninner_lr = 0.1\nalpha_init = 0.5\n")
     args = ["meta-train", "--base", str(base_model), "--data", str(genre_csv)]
@@ -162,13 +186,13 @@ def test_meta_train_defaults_to_the_inner_loop_coldstart_validated(algorithm, tm
     from metarec.protocols.coldstart_ml import ColdstartConfig
 
     bench = ColdstartConfig()
-    spec, *_ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})
+    (spec,), *_ = meta_train_settings(None, {"algorithm": algorithm}, {}, {})
     assert spec.config == bench.learner_spec(algorithm).config
     assert spec.config.inner_steps == bench.inner_loop()["inner_steps"] == 3
     assert getattr(spec.config, "outer_lr", 3e-4) == bench.inner_loop()["outer_lr"] == 3e-4
     # the file still decides what it names
     given = write_config(tmp_path, "[meta]\ninner_steps = 2\n")
-    spec, *_ = meta_train_settings(given, {"algorithm": algorithm}, {}, {})
+    (spec,), *_ = meta_train_settings(given, {"algorithm": algorithm}, {}, {})
     assert spec.config.inner_steps == 2
 
 
@@ -181,7 +205,7 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
         '[model]\npolicy = "lora"\nrank = 2\ntargets = ["blocks.0.ff.0"]\n'
         "[train]\nmax_steps = 7\n",
     )
-    spec, tasks, train, _ = meta_train_settings(cfg, {"k": 4}, {"policy": None}, {"seed": 3})
+    (spec,), tasks, train, _ = meta_train_settings(cfg, {"k": 4}, {"policy": None}, {"seed": 3})
     assert spec.algorithm == "meta-sgd" and spec.config.alpha_range == (0.01, 0.02)
     assert (spec.policy.name, spec.policy.rank, spec.policy.targets) == (
         "lora",
@@ -189,7 +213,7 @@ def test_meta_settings_merge_file_and_flags(tmp_path):
         ("blocks.0.ff.0",),
     )
     assert (tasks.k, train.max_steps, train.seed) == (4, 7, 3)
-    spec, *_ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
+    (spec,), *_ = meta_train_settings(None, {"algorithm": "anil"}, {}, {})
     assert spec.policy.name == "head"
     assert spec.config.inner_steps == 3  # anil is MAML: the product's inner loop too
     with pytest.raises(ConfigError, match="fomaml"):

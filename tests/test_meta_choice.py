@@ -108,3 +108,35 @@ def test_a_choice_round_trips_through_json_and_bad_documents_name_the_field():
     ]:
         with pytest.raises(ValueError, match=named):
             Choice.from_dict({**doc, **change})
+
+
+def test_several_candidates_get_simultaneous_intervals_that_are_stored_and_read_back():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.1, 0.5, size=12)
+    methods = {name: base + rng.normal(0.02, 0.03, size=12) for name in ("a", "b", "c")}
+    c = choose({NO_ADAPT: base, **methods})
+    assert c.level == pytest.approx(1 - 0.05 / 3)
+    for name, values in methods.items():
+        ref = stats.ttest_rel(values, base).confidence_interval(1 - 0.05 / 3)
+        assert c.candidate(name).ci95 == pytest.approx((ref.low, ref.high))
+    # a gain that clears the noise judged alone, but not as one of three
+    z = np.linspace(-1, 1, 12)
+    d = 0.0072 + 0.01 * (z - z.mean()) / z.std(ddof=1)  # mean 0.0072, sd 0.01
+    clear_alone = base + d
+    low_alone = paired_ci(d)[0]
+    low_of_three = paired_ci(d, 1 - 0.05 / 3)[0]
+    assert low_alone > 0 > low_of_three
+    assert choose({NO_ADAPT: base, "a": clear_alone}).method == "a"
+    worse = {"b": base - 0.1, "c": base - 0.1}
+    assert choose({NO_ADAPT: base, "a": clear_alone, **worse}).method == NO_ADAPT
+    doc = json.loads(json.dumps(c.to_dict()))
+    assert doc["level"] == pytest.approx(1 - 0.05 / 3)
+    assert (
+        doc["interval"]
+        == "paired t-interval over users, 98.33% each (Bonferroni over 3: 95% together)"
+    )
+    assert Choice.from_dict(doc) == c
+    old = {k: v for k, v in doc.items() if k != "level"}  # written before the adjustment
+    assert Choice.from_dict(old).level == 0.95
+    with pytest.raises(ValueError, match="choice.level"):
+        Choice.from_dict({**doc, "level": 1.5})

@@ -35,6 +35,6 @@ def test_each_example_is_accepted(command, tmp_path):
         assert (config.strategy, config.id_rank, train.lr) == ("lora", 2, 0.003)
         assert train.batch_size == 64  # the strategy's validated loop under the file
     else:
-        spec, tasks, train, choice = meta_train_settings(path, {}, {}, {})
+        (spec,), tasks, train, choice = meta_train_settings(path, {}, {}, {})
         assert choice.choose and choice.finetune_lrs == (1e-4, 1e-3, 1e-2)
         assert (spec.algorithm, spec.policy.name, tasks.k) == ("meta-sgd", "lora", 5)

@@ -74,7 +74,7 @@ def test_a_registered_meta_learner_is_read_from_toml(toy_learner, tmp_path):
 
     path = tmp_path / "meta.toml"
     path.write_text('[meta]\nalgorithm = "half-maml"\ninner_lr = 0.2\n')
-    spec, *_ = meta_train_settings(path, {}, {}, {})
+    (spec,), *_ = meta_train_settings(path, {}, {}, {})
     assert spec.algorithm == "half-maml" and spec.config.inner_lr == 0.2
     assert spec.config.inner_steps == INNER_STEPS  # the rest: the product's defaults
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from metarec.adapt.finetune import FinetuneConfig, finetune_train
 from metarec.adapt.policies import PolicyConfig
 from metarec.errors import ConfigError
-from metarec.meta.learners import LEARNERS, LearnerSpec
+from metarec.meta.learners import LEARNERS, LearnerSpec, accepted_policy
 from metarec.meta.train import MetaTrainConfig
 from metarec.training.loop import TrainConfig
 from metarec.workflows.adapt_choice import ChoiceConfig
@@ -133,48 +133,73 @@ def _given(flags: dict) -> dict:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+AUTO = "auto"  # [meta] algorithm: every registered meta-learner, judged against each other
+
+
 def meta_train_settings(
     path: Path | None,
     meta_flags: dict,
     policy_flags: dict,
     train_flags: dict,
     choice_flags: dict | None = None,
-) -> tuple[LearnerSpec, FoldTasks, MetaTrainConfig, ChoiceConfig]:
+) -> tuple[tuple[LearnerSpec, ...], FoldTasks, MetaTrainConfig, ChoiceConfig]:
     """Merge defaults < TOML file < flags for ``metarec meta-train``.
 
-    [meta]: ``algorithm``, the task keys (``FoldTasks``: k, n_query, fold, ...) and the keys of
-    the algorithm's config (e.g. inner_lr, inner_steps for maml); [model]: the fast-parameter
-    ``policy`` and its options (rank, alpha, targets, seed); [train]: ``MetaTrainConfig``;
-    [choice]: ``ChoiceConfig`` (choose, finetune_lrs, finetune_steps).
+    [meta]: ``algorithm`` (one name, several as a list or comma-separated, or ``auto``: every
+    registered one), the task keys (``FoldTasks``: k, n_query, fold, ...) and the keys of the
+    algorithms' configs (e.g. inner_lr, inner_steps; each goes to every algorithm that has it);
+    [model]: the fast-parameter ``policy`` and its options (rank, alpha, targets, seed; with
+    several algorithms, one that adapts a fixed set, anil, keeps its own); [train]:
+    ``MetaTrainConfig`` (its budget is each algorithm's); [choice]: ``ChoiceConfig`` (choose,
+    finetune_lrs, finetune_steps). Returns one spec per algorithm, in the order given.
     """
     doc = _read_tables(path, ("model", "meta", "train", "choice"))
     where = str(path) if path is not None else "options"
     meta = {**doc["meta"], **_given(meta_flags)}
-    algorithm = meta.pop("algorithm", "maml")
-    if algorithm not in LEARNERS:
-        raise ConfigError(f"{where} [meta]: algorithm must be one of {', '.join(LEARNERS)}")
+    names = _algorithms(meta.pop("algorithm", "maml"), f"{where} [meta]")
     task_keys = {f.name for f in fields(FoldTasks)}
-    config_cls = LEARNERS[algorithm].config_class
-    known = task_keys | {f.name for f in fields(config_cls)} | {"algorithm"}
+    config_keys = {n: {f.name for f in fields(LEARNERS[n].config_class)} for n in names}
+    known = task_keys.union(*config_keys.values()) | {"algorithm"}
     if unknown := sorted(set(meta) - known):
         raise ConfigError(
-            f"{where} [meta]: unknown key {unknown[0]!r} for algorithm {algorithm}; "
+            f"{where} [meta]: unknown key {unknown[0]!r} for algorithm {', '.join(names)}; "
             f"known keys: {', '.join(sorted(known))}"
         )
     tasks = _build(FoldTasks, {k: v for k, v in meta.items() if k in task_keys}, f"{where} [meta]")
-    values = {
-        **LEARNERS[algorithm].defaults,
-        **{k: v for k, v in meta.items() if k not in task_keys},
-    }
-    config = _build(config_cls, values, f"{where} [meta]")
     policy = _policy_config({**doc["model"], **_given(policy_flags)}, where)
-    try:
-        spec = LearnerSpec(algorithm, policy, config)
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from e
+    specs = []
+    for name in names:
+        values = {
+            **LEARNERS[name].defaults,
+            **{k: v for k, v in meta.items() if k in config_keys[name]},
+        }
+        config = _build(LEARNERS[name].config_class, values, f"{where} [meta]")
+        fast = policy if len(names) == 1 else accepted_policy(name, policy)
+        try:
+            specs.append(LearnerSpec(name, fast, config))
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from e
     train = _build(MetaTrainConfig, {**doc["train"], **_given(train_flags)}, f"{where} [train]")
     choice = {**doc["choice"], **_given(choice_flags or {})}
-    return spec, tasks, train, _build(ChoiceConfig, choice, f"{where} [choice]")
+    return tuple(specs), tasks, train, _build(ChoiceConfig, choice, f"{where} [choice]")
+
+
+def _algorithms(value, where: str) -> tuple[str, ...]:
+    """The algorithm names of [meta] algorithm / --algorithm; ConfigError naming a bad one."""
+    if isinstance(value, str):
+        text = value.strip()
+        names = list(LEARNERS) if text == AUTO else [n.strip() for n in text.split(",")]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value]
+    else:
+        raise ConfigError(f"{where}: algorithm must be a name or a list of names, got {value!r}")
+    choices = f"one of {', '.join(LEARNERS)} (several comma-separated), or {AUTO}"
+    if not names or any(n not in LEARNERS for n in names):
+        bad = next((n for n in names if n not in LEARNERS), "")
+        raise ConfigError(f"{where}: algorithm must be {choices}; got {bad!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: algorithm names each algorithm once, got {names}")
+    return tuple(names)
 
 
 def _policy_config(values: dict, where: str) -> PolicyConfig:

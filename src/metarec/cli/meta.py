@@ -15,7 +15,11 @@ def meta_train(
     out: Annotated[Path, typer.Option(help="Folder for the meta checkpoint and its report.")],
     data: DataOpt = None,
     algorithm: Annotated[
-        str | None, typer.Option(help="maml | fomaml | reptile | meta-sgd | anil | learned-optim")
+        str | None,
+        typer.Option(
+            help="maml | fomaml | reptile | meta-sgd | anil | learned-optim; several "
+            "comma-separated, or auto (every one), each meta-trained and judged"
+        ),
     ] = None,
     policy: Annotated[
         str | None, typer.Option(help="all | head | bias | lora | user-embedding")
@@ -36,7 +40,7 @@ def meta_train(
         bool | None,
         typer.Option(
             "--choose/--no-choose",
-            help="Judge no adaptation, plain fine-tuning and the meta-learner on held-out "
+            help="Judge no adaptation, plain fine-tuning and the meta-learner(s) on held-out "
             "users and record the choice (default: on; [choice] choose in --config).",
         ),
     ] = None,
@@ -48,7 +52,7 @@ def meta_train(
     from metarec.evaluation.report import format_table
     from metarec.workflows.meta_train import meta_train_fold
 
-    spec, tasks, train, choice = meta_train_settings(
+    specs, tasks, train, choice = meta_train_settings(
         config,
         {"algorithm": algorithm, "k": k, "fold": fold},
         {"policy": policy},
@@ -57,17 +61,20 @@ def meta_train(
     )
     writable_folder(out)
     dataset = load_dataset(data)
-    run = meta_train_fold(base, dataset, spec, tasks, train, out, overwrite, say, choice)
+    run = meta_train_fold(base, dataset, specs, tasks, train, out, overwrite, say, choice)
     typer.echo(format_table(run.rows, ["NDCG@10", "Recall@10"]))
-    chosen = "not judged (--no-choose): adapts with the meta-learner"
+    chosen = f"not judged (--no-choose): adapts with {next(iter(run.trained))}"
     if run.choice is not None and run.measured is not None:
         m = run.measured
         ci = "-" if m.ci95 is None else f"[{m.ci95[0]:+.4f}, {m.ci95[1]:+.4f}]"
         chosen = f"{run.choice.summary()}\n                 on the cold users: gain {m.gain:+.4f}"
         chosen += f", 95% CI {ci}"
+    for name, r in run.trained.items():
+        typer.echo(
+            f"{name}: best meta-validation {train.select} {r.best_metric:.4f} at step "
+            f"{r.best_step} of {r.step} ({r.stopped})"
+        )
     typer.echo(
-        f"best meta-validation {train.select} {run.train.best_metric:.4f} at step "
-        f"{run.train.best_step} of {run.train.step} ({run.train.stopped})\n"
         f"adaptation:      {chosen}\n"
         f"meta checkpoint: {out}\nreport:          {run.report}"
     )

@@ -6,16 +6,20 @@ paired difference d_1..d_n; its 95% interval is the paired t-interval over users
 
     mean(d) +/- t_{0.975, n-1} * sd(d) / sqrt(n)      (sd with n - 1 degrees of freedom),
 
-Student's t with n - 1 degrees of freedom (``scipy.stats.t``). The choice is the candidate with
-the largest mean gain among those whose interval lies above 0 (lower bound > 0); equal gains go
-to the one listed first; when none qualifies, or there are fewer than 2 users (no interval),
-no adaptation. So a meta-learner (or fine-tuning) is kept only where it beats no adaptation
-outside the noise of these users, and otherwise the product adapts not at all.
+Student's t with n - 1 degrees of freedom (``scipy.stats.t``). With m candidates besides no
+adaptation the intervals are simultaneous (Bonferroni): each is taken at 1 - 0.05 / m, so that
+all m hold together at 95% and judging six meta-learners is no likelier to keep a useless one
+than judging one. The choice is the candidate with the largest mean gain among those whose
+interval lies above 0 (lower bound > 0); equal gains go to the one listed first; when none
+qualifies, or there are fewer than 2 users (no interval), no adaptation. So a meta-learner (or
+fine-tuning) is kept only where it beats no adaptation outside the noise of these users, and
+otherwise the product adapts not at all.
 
-Each interval holds at 95% on its own; taking the best of several that pass makes the chosen
-gain slightly optimistic (the winner's curse). The gain must also come from users that chose
-nothing else: ``workflows.meta_train`` judges on users that neither picked fine-tuning's
-learning rate nor early-stopped the meta-learner.
+Taking the best of several that pass still makes the chosen gain slightly optimistic (the
+winner's curse); ``workflows.meta_train`` therefore measures it again on the fold's cold users
+(``gain_of``, a plain 95% interval: one method, chosen before). The gain must also come from
+users that chose nothing else: the judging users neither picked fine-tuning's learning rate nor
+early-stopped a meta-learner.
 
 Pure: lists of floats in, a ``Choice`` out; ``to_dict`` / ``from_dict`` are what a meta
 checkpoint stores (``meta.checkpoint``), ``meta.inference.chosen_adapter`` what follows it.
@@ -34,7 +38,6 @@ from scipy import stats
 NO_ADAPT = "no-adapt"
 FINETUNE = "finetune"
 LEVEL = 0.95
-INTERVAL = "paired t-interval over users, 95%"
 
 Interval = tuple[float, float]
 
@@ -42,8 +45,8 @@ Interval = tuple[float, float]
 @dataclass(frozen=True)
 class Candidate:
     """One method on the judging users: its mean NDCG@10, its mean paired gain over no
-    adaptation and that gain's 95% interval (None: fewer than 2 users). ``settings``: what
-    rebuilds it (fine-tuning: lr, steps, policy)."""
+    adaptation and that gain's interval (at ``Choice.level``; None: fewer than 2 users).
+    ``settings``: what rebuilds it (fine-tuning: lr, steps, policy)."""
 
     method: str
     mean: float
@@ -58,14 +61,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    """The chosen method, its gain over no adaptation and 95% interval (no adaptation: 0 and
-    (0, 0)), on ``n_users`` users; ``candidates``: every method judged, no adaptation first."""
+    """The chosen method, its gain over no adaptation and interval (no adaptation: 0 and
+    (0, 0)), on ``n_users`` users; ``candidates``: every method judged, no adaptation first;
+    ``level``: each interval's level, so that all hold together at 95%."""
 
     method: str
     gain: float
     ci95: Interval | None
     n_users: int
     candidates: tuple[Candidate, ...]
+    level: float = LEVEL  # what each candidate's interval was taken at (Bonferroni-adjusted)
 
     def candidate(self, method: str) -> Candidate:
         for c in self.candidates:
@@ -87,7 +92,8 @@ class Choice:
             "gain_ndcg10": self.gain,
             "ci95": _listed(self.ci95),
             "n_users": self.n_users,
-            "interval": INTERVAL,
+            "interval": interval_name(len(self.candidates) - 1, self.level),
+            "level": self.level,
             "candidates": [
                 {
                     "method": c.method,
@@ -123,7 +129,42 @@ class Choice:
                 f"choice.gain_ndcg10 and ci95 ({gain}, {ci95}) are not those of its method "
                 f"{method!r} in choice.candidates ({row.gain}, {row.ci95})"
             )
-        return cls(method, gain, ci95, n_users, candidates)
+        level = doc.get("level", LEVEL)  # written before the adjustment: 95% each
+        if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
+            raise ValueError(f"choice.level must be a number in (0, 1), got {level!r}")
+        return cls(method, gain, ci95, n_users, candidates, float(level))
+
+
+def interval_name(m: int, level: float) -> str:
+    """How the intervals of ``m`` candidates at ``level`` each were made, in words."""
+    each = _percent(level)
+    if m <= 1:
+        return f"paired t-interval over users, {each}"
+    together = _percent(1 - m * (1 - level))
+    return f"paired t-interval over users, {each} each (Bonferroni over {m}: {together} together)"
+
+
+def _percent(p: float) -> str:
+    return f"{p:.2%}".replace(".00%", "%")
+
+
+def family_level(m: int, level: float = LEVEL) -> float:
+    """The level of each of ``m`` intervals that hold together at ``level`` (Bonferroni)."""
+    return 1 - (1 - level) / max(m, 1)
+
+
+def gain_of(
+    method: str,
+    values: Sequence[float],
+    base: Sequence[float],
+    level: float = LEVEL,
+    settings: Mapping[str, Any] | None = None,
+) -> Candidate:
+    """``method``'s mean score, its mean paired gain over ``base`` and that gain's interval at
+    ``level`` (one method on its own: no adjustment)."""
+    v = np.asarray(values, dtype=np.float64)
+    diff = v - np.asarray(base, dtype=np.float64)
+    return Candidate(method, _mean(v), _mean(diff), paired_ci(diff, level), dict(settings or {}))
 
 
 def paired_ci(diff: Sequence[float], level: float = LEVEL) -> Interval | None:
@@ -142,8 +183,8 @@ def choose(
     level: float = LEVEL,
 ) -> Choice:
     """Choose among ``scores`` (method -> per-user NDCG@10, same users in the same order; must
-    hold ``NO_ADAPT``). The others are candidates in their order; ``settings`` per method are
-    stored with it."""
+    hold ``NO_ADAPT``). The others are candidates in their order, their intervals holding
+    together at ``level``; ``settings`` per method are stored with it."""
     if NO_ADAPT not in scores:
         raise ValueError(f"the scores need the {NO_ADAPT!r} baseline")
     base = np.asarray(scores[NO_ADAPT], dtype=np.float64)
@@ -153,20 +194,13 @@ def choose(
         if not np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
             raise ValueError(f"{method}: user scores must be finite")
     settings = settings or {}
+    others = [m for m in scores if m != NO_ADAPT]
+    each = family_level(len(others), level)
     rows = [Candidate(NO_ADAPT, _mean(base), 0.0, (0.0, 0.0) if len(base) >= 2 else None)]
-    for method in (m for m in scores if m != NO_ADAPT):
-        diff = np.asarray(scores[method], dtype=np.float64) - base
-        row = Candidate(
-            method,
-            _mean(np.asarray(scores[method])),
-            _mean(diff),
-            paired_ci(diff, level),
-            dict(settings.get(method, {})),
-        )
-        rows.append(row)
+    rows += [gain_of(m, scores[m], base, each, settings.get(m)) for m in others]
     passing = [c for c in rows[1:] if c.clears_noise]
     best = max(passing, key=lambda c: c.gain, default=rows[0])  # max keeps the first of equals
-    return Choice(best.method, best.gain, best.ci95, len(base), tuple(rows))
+    return Choice(best.method, best.gain, best.ci95, len(base), tuple(rows), each)
 
 
 def _mean(x: np.ndarray) -> float:

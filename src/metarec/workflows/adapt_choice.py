@@ -1,16 +1,18 @@
-"""How ``metarec meta-train`` judges no adaptation, plain fine-tuning and the meta-learner.
+"""How ``metarec meta-train`` judges no adaptation, plain fine-tuning and the meta-learners.
 
 The fold's meta-validation users are split in two halves once (``split_validation``; they are
 already a seeded permutation). The selection half early-stops meta-training and picks plain
 fine-tuning's AdamW rate (``pick_finetune``); the judging half, which took part in neither, is
-scored by every candidate (``judge``), and ``meta.choice.choose`` keeps a method only where its
-paired NDCG@10 gain over no adaptation has a 95% interval above 0. Choosing the rate and
+scored by every candidate (``judge``: no adaptation, fine-tuning, each meta-learner trained),
+and ``meta.choice.choose`` keeps a method only where its paired NDCG@10 gain over no adaptation
+has an interval above 0 (simultaneous 95% intervals over the candidates). Choosing the rate and
 judging the gain on the same users would flatter fine-tuning (and early stopping would flatter
 the meta-learner); the halves keep the judgement honest, at the price of a wider interval.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,23 +85,27 @@ def pick_finetune(
 
 def judge(
     base: nn.Module,
-    learner: Learner,
-    algorithm: str,
+    learners: Mapping[str, Learner],
     policy: PolicyConfig,
     select: list[ColdUser],
     users: list[ColdUser],
     config: ChoiceConfig,
 ) -> Judged:
     """Choose among no adaptation and plain fine-tuning of ``base`` (the pretrained weights)
-    and the meta-trained ``learner``, on the judging ``users``; fine-tuning's rate from
-    ``select``. Candidates in order of simplicity, so equal gains keep the simpler."""
-    if algorithm in (NO_ADAPT, FINETUNE):
-        raise ValueError(f"a meta-learner cannot be named {algorithm!r}")
+    and the meta-trained ``learners`` (algorithm -> learner, in the order to list them), on
+    the judging ``users``; fine-tuning's rate from ``select``. Candidates in order of
+    simplicity, so equal gains keep the simpler."""
+    if not learners:
+        raise ValueError("judge needs at least one meta-learner")
+    for algorithm in learners:
+        if algorithm in (NO_ADAPT, FINETUNE):
+            raise ValueError(f"a meta-learner cannot be named {algorithm!r}")
     bundle, lr = pick_finetune(base, policy, select, config)
     scores = {
         NO_ADAPT: score_users(base, None, users).ndcg,
         FINETUNE: score_users(base, bundle, users).ndcg,
-        algorithm: score_users(learner.model, learner, users).ndcg,
     }
+    for algorithm, learner in learners.items():
+        scores[algorithm] = score_users(learner.model, learner, users).ndcg
     settings = {FINETUNE: {"lr": lr, "steps": config.finetune_steps, "policy": policy.name}}
     return Judged(choose(scores, settings), bundle, lr)

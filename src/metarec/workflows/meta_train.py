@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from metarec.evaluation.report import (
     write_report_md,
 )
 from metarec.meta.checkpoint import META_CONFIG, MetaCheckpoint, save_meta_checkpoint
-from metarec.meta.choice import FINETUNE, NO_ADAPT, Candidate, Choice, choose
+from metarec.meta.choice import FINETUNE, NO_ADAPT, Candidate, Choice, gain_of
 from metarec.meta.cold_users import ColdUser, MethodScores, cold_users, score_users
 from metarec.meta.inference import adapt_latency, adapt_user, recommend
 from metarec.meta.learners import Learner, LearnerSpec, build_learner, live_meta_tensors
@@ -84,6 +84,7 @@ class MetaRunResult:
     report: Path | None = None
     choice: Choice | None = None  # None: not judged (--no-choose)
     measured: Candidate | None = None  # the chosen method against no adaptation on cold users
+    trained: dict[str, MetaTrainResult] = field(default_factory=dict)  # every learner's run
 
 
 @dataclass
@@ -132,10 +133,20 @@ def fold_users(dataset: Dataset, settings: FoldTasks, max_len: int, halves: bool
     )
 
 
+@dataclass
+class Trained:
+    """One meta-learner after meta-training: its spec, learner, run and cold-user scores."""
+
+    spec: LearnerSpec
+    learner: Learner
+    result: MetaTrainResult
+    scores: MethodScores
+
+
 def meta_train_fold(
     base: str | Path,
     dataset: Dataset,
-    spec: LearnerSpec,
+    spec: LearnerSpec | Sequence[LearnerSpec],
     settings: FoldTasks,
     config: MetaTrainConfig,
     out: Path | None = None,
@@ -143,10 +154,16 @@ def meta_train_fold(
     log: Callable[[str], None] = lambda msg: None,
     choice: ChoiceConfig | None = None,
 ) -> MetaRunResult:
-    """Meta-train ``spec`` from checkpoint ``base`` on one fold and (``choice``, by default)
-    choose how to adapt; with ``out``, write the meta checkpoint, metrics.json, report.md and
-    the validation curve there."""
+    """Meta-train ``spec`` (or each of several specs, each from the pretrained weights with
+    ``config``'s budget) from checkpoint ``base`` on one fold and (``choice``, by default)
+    choose how to adapt among no adaptation, fine-tuning (over the first spec's policy) and
+    every meta-learner trained; with ``out``, write the meta checkpoint (the chosen learner), metrics.json, report.md and the
+    validation curves there."""
     choice = choice or ChoiceConfig()
+    specs = _specs(spec)
+    if len(specs) > 1 and not choice.choose:
+        names = ", ".join(s.algorithm for s in specs)
+        raise ConfigError(f"several algorithms ({names}) need the choice: drop --no-choose")
     _check_out(out, overwrite)
     ckpt = _base_checkpoint(Path(base), dataset)
     model = ckpt.model.to(config.resolved_device()).eval()
@@ -157,71 +174,107 @@ def meta_train_fold(
     )
     if not users.train or not users.test:
         raise ConfigError(f"no user of fold {settings.fold} has more than k={settings.k} items")
-    try:
-        learner = build_learner(model, spec)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    base_model = copy.deepcopy(model) if choice.choose else None  # meta-training moves weights
-    no_adapt = score_users(model, None, users.test)
-    res = meta_train(learner, users.train, users.valid, config)
-    log(f"meta-training stopped: {res.stopped}")
-    adapted = score_users(model, learner, users.test)
-    supports = [cu.support.tolist() for cu in users.test[:50]]
-    cost = {k: v for k, v in adapt_latency(model, learner, supports).items() if k != "users"}
-    rows = _rows(spec, settings, no_adapt.ranking(), adapted.ranking(), res, cost)
-    run = MetaRunResult(learner, res, rows, _notes(ckpt, settings, spec))
+    base_model = model  # each learner meta-trains a copy of it (_train_one)
+    no_adapt = score_users(base_model, None, users.test)
+    trained = [_train_one(base_model, s, users, config, log) for s in specs]
+    run = MetaRunResult(trained[0].learner, trained[0].result, [], _notes(ckpt, settings, specs))
+    run.trained = {t.spec.algorithm: t.result for t in trained}
+    run.rows = _rows(settings, no_adapt.ranking(), trained, users.test)
     judged = None
-    if base_model is not None:
-        judged = judge(
-            base_model, learner, spec.algorithm, spec.policy, users.select, users.judge, choice
-        )
+    if choice.choose:
+        learners = {t.spec.algorithm: t.learner for t in trained}
+        judged = judge(base_model, learners, specs[0].policy, users.select, users.judge, choice)
         log(f"chosen: {judged.choice.summary()}")
-        _measure(run, judged, base_model, spec, settings, users.test, no_adapt, adapted)
+        _measure(run, judged, base_model, settings, users.test, no_adapt, trained)
+    kept = _kept(trained, base_model, judged)
+    run.learner, run.train = kept.learner, kept.result
     if out is not None:
-        info = {"tasks": asdict(settings), "meta_train": asdict(config), "result": res.summary()}
+        info = {
+            "tasks": asdict(settings),
+            "meta_train": asdict(config),
+            "result": kept.result.summary(),
+        }
         info["choice_settings"] = asdict(choice)
-        learned = {"algorithm": spec.algorithm, "policy": spec.policy.name, "k": settings.k}
+        if len(trained) > 1:
+            info["trained"] = {t.spec.algorithm: t.result.summary() for t in trained}
+        learned = {
+            "algorithm": kept.spec.algorithm,
+            "policy": kept.spec.policy.name,
+            "k": settings.k,
+        }
         meta = {**ckpt.meta, "base_checkpoint": str(base), "meta_trained": learned}
-        kept = _kept(learner, spec, base_model, judged)
-        saved = Checkpoint(kept.model, ckpt.model_type, ckpt.users, ckpt.items, meta)
+        saved = Checkpoint(kept.learner.model, ckpt.model_type, ckpt.users, ckpt.items, meta)
         text = list(dataset.items.text)
-        save_meta_checkpoint(out, saved, kept, spec, info, text, run.choice)
-        run.out, run.report = out, write_meta_report(run, dataset, spec, config, out)
+        save_meta_checkpoint(out, saved, kept.learner, kept.spec, info, text, run.choice)
+        run.out, run.report = out, write_meta_report(run, dataset, trained, config, out)
     return run
 
 
-def _kept(
-    learner: Learner, spec: LearnerSpec, base: nn.Module | None, judged: Judged | None
-) -> Learner:
-    """The learner to write: ``learner`` itself, or where a baseline was chosen the same
-    learner over the base weights (its own tensors kept as a record), so the folder's model
-    is the one that was judged."""
-    if judged is None or base is None or judged.choice.method == spec.algorithm:
-        return learner
-    record = build_learner(base, spec)
+def _specs(spec: LearnerSpec | Sequence[LearnerSpec]) -> tuple[LearnerSpec, ...]:
+    specs = (spec,) if isinstance(spec, LearnerSpec) else tuple(spec)
+    if not specs:
+        raise ConfigError("meta-train needs at least one algorithm")
+    names = [s.algorithm for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"each algorithm may be meta-trained once, got {names}")
+    return specs
+
+
+def _train_one(
+    base: nn.Module,
+    spec: LearnerSpec,
+    users: FoldUsers,
+    config: MetaTrainConfig,
+    log: Callable[[str], None],
+) -> Trained:
+    """Meta-train ``spec`` on a copy of ``base`` and score it on the cold users."""
+    try:
+        learner = build_learner(copy.deepcopy(base), spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    log(f"meta-training {spec.algorithm} ({spec.policy.name} policy)")
+    res = meta_train(learner, users.train, users.valid, config)
+    log(f"{spec.algorithm}: meta-training stopped: {res.stopped}")
+    return Trained(spec, learner, res, score_users(learner.model, learner, users.test))
+
+
+def _kept(trained: list[Trained], base: nn.Module, judged: Judged | None) -> Trained:
+    """The meta-learner to write: the chosen one; unjudged, the only (or first) one; where a
+    baseline was chosen, the meta-learner with the largest judged gain over the base weights
+    (its own tensors kept as a record), so the folder's model is the one that was judged."""
+    if judged is None:
+        return trained[0]
+    by_name = {t.spec.algorithm: t for t in trained}
+    if judged.choice.method in by_name:
+        return by_name[judged.choice.method]
+    best = max((judged.choice.candidate(name) for name in by_name), key=lambda c: c.gain).method
+    t = by_name[best]
+    record = build_learner(copy.deepcopy(base), t.spec)
     with torch.no_grad():
         for name, tensor in live_meta_tensors(record).items():
-            tensor.copy_(live_meta_tensors(learner)[name])
-    return record
+            tensor.copy_(live_meta_tensors(t.learner)[name])
+    return Trained(t.spec, record, t.result, t.scores)
 
 
 def _measure(
     run: MetaRunResult,
     judged: Judged,
     base: nn.Module,
-    spec: LearnerSpec,
     settings: FoldTasks,
     test: list[ColdUser],
     no_adapt: MethodScores,
-    adapted: MethodScores,
+    trained: list[Trained],
 ) -> None:
     """Record the choice in ``run`` and measure it on the cold users, who made no choice: a
-    fine-tuning row in the table, the chosen method's paired gain over no adaptation."""
+    fine-tuning row in the table, the chosen method's paired gain over no adaptation (a plain
+    95% interval: one method, chosen before)."""
     run.choice = judged.choice
     finetuned = score_users(base, judged.finetune, test)
     run.rows.insert(1, _finetune_row(finetuned, judged, settings))
-    tested = {NO_ADAPT: no_adapt.ndcg, FINETUNE: finetuned.ndcg, spec.algorithm: adapted.ndcg}
-    run.measured = choose(tested).candidate(judged.choice.method)
+    tested = {NO_ADAPT: no_adapt.ndcg, FINETUNE: finetuned.ndcg}
+    tested |= {t.spec.algorithm: t.scores.ndcg for t in trained}
+    method = judged.choice.method
+    run.measured = gain_of(method, tested[method], no_adapt.ndcg)
     run.notes += _choice_notes(judged, run.measured, len(test))
 
 
@@ -256,19 +309,28 @@ def _gain(c: Candidate) -> str:
 
 
 def write_meta_report(
-    run: MetaRunResult, dataset: Dataset, spec: LearnerSpec, config: MetaTrainConfig, out: Path
+    run: MetaRunResult,
+    dataset: Dataset,
+    trained: Sequence[Trained],
+    config: MetaTrainConfig,
+    out: Path,
 ) -> Path:
-    """metrics.json + report.md (with the meta-validation curve) in ``out``."""
+    """metrics.json + report.md (with every learner's meta-validation curve) in ``out``."""
     curve = plot_learning_curves(
-        {spec.algorithm: run.train.curve}, out / "meta_validation.png", xlabel="meta step"
+        {t.spec.algorithm: t.result.curve for t in trained},
+        out / "meta_validation.png",
+        xlabel="meta step",
     )
     write_metrics_json(out, "meta-train", dataset.name, run.rows, [config.seed])
-    r = run.train
+    lines = [
+        f"{t.spec.algorithm} ({t.spec.policy.name!r} policy): best meta-validation "
+        f"{config.select} {t.result.best_metric:.4f} at step {t.result.best_step} of "
+        f"{t.result.step} ({t.result.stopped})."
+        for t in trained
+    ]
     intro = (
-        f"Meta-training {spec.algorithm} with the {spec.policy.name!r} policy on {dataset.name}. "
-        f"Best meta-validation {config.select} {r.best_metric:.4f} at step {r.best_step} of "
-        f"{r.step} ({r.stopped}). Test rows: the fold's cold-start users, query items ranked "
-        "over the full catalogue minus the support items."
+        f"Meta-training on {dataset.name}. {' '.join(lines)} Test rows: the fold's cold-start "
+        "users, query items ranked over the full catalogue minus the support items."
     )
     plots = [(f"Meta-validation {config.select}", curve)]
     return write_report_md(out, "metarec meta-train", intro, run.rows, plots, run.notes)
@@ -298,24 +360,35 @@ def _base_checkpoint(base: Path, dataset: Dataset) -> Checkpoint:
     return ckpt
 
 
-def _rows(spec, settings, no_adapt, adapted, res, cost) -> list[ResultRow]:
-    setting = {"K": settings.k, "policy": spec.policy.name, "fold": settings.fold}
+def _rows(
+    settings: FoldTasks, no_adapt: dict, trained: list[Trained], test: list[ColdUser]
+) -> list[ResultRow]:
+    """No adaptation, then each meta-learner with its meta-training and adaptation cost."""
+    setting = {"K": settings.k, "fold": settings.fold}
     pick = lambda m: {k: m[k] for k in METRICS}  # noqa: E731
-    train_cost = {
-        "train_seconds": res.wall_seconds,
-        "meta_steps": res.step,
-        "best_step": res.best_step,
-        **cost,
-    }
-    return [
-        ResultRow(NO_ADAPT, {**setting, "policy": "-"}, pick(no_adapt)),
-        ResultRow(spec.algorithm, setting, pick(adapted), train_cost),
-    ]
+    supports = [cu.support.tolist() for cu in test[:50]]
+    rows = [ResultRow(NO_ADAPT, {**setting, "policy": "-"}, pick(no_adapt))]
+    for t in trained:
+        latency = adapt_latency(t.learner.model, t.learner, supports)
+        cost = {
+            "train_seconds": t.result.wall_seconds,
+            "meta_steps": t.result.step,
+            "best_step": t.result.best_step,
+            **{k: v for k, v in latency.items() if k != "users"},
+        }
+        row_setting = {**setting, "policy": t.spec.policy.name}
+        rows.append(ResultRow(t.spec.algorithm, row_setting, pick(t.scores.ranking()), cost))
+    return rows
 
 
-def _notes(ckpt: Checkpoint, settings: FoldTasks, spec: LearnerSpec) -> list[str]:
-    notes = [
-        f"Learner: `{json.dumps(spec.to_dict())}`",
+def _notes(ckpt: Checkpoint, settings: FoldTasks, specs: Sequence[LearnerSpec]) -> list[str]:
+    notes = [f"Learner: `{json.dumps(spec.to_dict())}`" for spec in specs]
+    if len(specs) > 1:
+        notes.append(
+            f"{len(specs)} meta-learners, each meta-trained from the pretrained weights with "
+            "its own budget; the table shows every one on the cold users."
+        )
+    notes += [
         f"Fold {settings.fold} of {settings.n_folds} (seed {settings.fold_seed}); "
         f"{settings.valid_fraction:g} of its train users held out for meta-validation.",
     ]
