@@ -138,5 +138,5 @@ def test_several_candidates_get_simultaneous_intervals_that_are_stored_and_read_
     assert Choice.from_dict(doc) == c
     old = {k: v for k, v in doc.items() if k != "level"}  # written before the adjustment
     assert Choice.from_dict(old).level == 0.95
-    with pytest.raises(ValueError, match="choice.level"):
+    with pytest.raises(ValueError, match=r"choice\.level"):
         Choice.from_dict({**doc, "level": 1.5})

@@ -74,10 +74,7 @@ def meta_train(
             f"{name}: best meta-validation {train.select} {r.best_metric:.4f} at step "
             f"{r.best_step} of {r.step} ({r.stopped})"
         )
-    typer.echo(
-        f"adaptation:      {chosen}\n"
-        f"meta checkpoint: {out}\nreport:          {run.report}"
-    )
+    typer.echo(f"adaptation:      {chosen}\nmeta checkpoint: {out}\nreport:          {run.report}")
 
 
 def adapt(

@@ -87,18 +87,38 @@ def serve(
         list[Path] | None,
         typer.Option(help="Folder whose subfolders are more versions (metarec refresh --out)."),
     ] = None,
+    retrieval: Annotated[
+        str,
+        typer.Option(
+            help="Top-k: exact (full score row) or faiss (an HNSW index per model version, "
+            "approximate; for large catalogues)."
+        ),
+    ] = "exact",
+    ef_search: Annotated[
+        int, typer.Option(help="FAISS HNSW candidates per search (recall against time).")
+    ] = 128,
 ) -> None:
     """Serve recommendations over HTTP, adapting to new users at request time."""
     import uvicorn
 
+    from metarec.errors import ConfigError
+    from metarec.evaluation.retrieval import IndexConfig
     from metarec.serving import ServeSettings, create_app
     from metarec.serving.registry import load_served_model
 
     for path in model:  # a missing or corrupt checkpoint stops start-up with its message
         load_served_model(path)
-    settings = ServeSettings(
-        models=tuple(model), db=db, api_key=api_key, registry=tuple(registry or ())
-    )
+    try:
+        settings = ServeSettings(
+            models=tuple(model),
+            db=db,
+            api_key=api_key,
+            registry=tuple(registry or ()),
+            retrieval=retrieval,
+            index=IndexConfig(ef_search=ef_search),
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

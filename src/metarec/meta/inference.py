@@ -26,9 +26,10 @@ from torch import nn
 
 from metarec.adapt.policies import FastPolicy, PolicyConfig, make_policy
 from metarec.evaluation.next_item import model_device
+from metarec.evaluation.retrieval import ItemIndex
 from metarec.meta.choice import FINETUNE, NO_ADAPT, Choice
 from metarec.meta.core import INNER_LR, INNER_STEPS
-from metarec.meta.functional import frozen_item_vectors, functional_score
+from metarec.meta.functional import call_method, frozen_item_vectors, functional_score
 from metarec.meta.inner import adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer, adamw, sgd
 from metarec.meta.learners import Learner, LearnerSpec
@@ -131,10 +132,15 @@ def recommend(
     history: Sequence[int],
     k: int = 10,
     exclude: Iterable[int] | None = None,
+    index: ItemIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item indices (k,) and scores (k,) from ``history`` (time order) under ``fast``
     (``adapt_user``'s overrides; None or {}: the model as it is). ``exclude`` None excludes the
-    history's items; pass ``()`` to rank everything. Fewer than k come back when fewer remain."""
+    history's items; pass ``()`` to rank everything. Fewer than k come back when fewer remain.
+
+    ``index`` (an ``ItemIndex`` over the model's ``retrieval_keys``): the top-k comes from it
+    instead of the full score row, wherever ``fast`` leaves the item tower as it is (the keys
+    are then still the index's); an adapted item tower is always ranked exactly."""
     _check_items(model, history)
     banned = sorted(set(history if exclude is None else exclude))
     _check_items(model, banned)
@@ -143,6 +149,13 @@ def recommend(
         batch = history_batch(history, model_max_len(model)).to(device)
         params = dict(fast or {})
         vectors = frozen_item_vectors(model, tuple(params))
+        if index is not None and vectors is not None and hasattr(model, "retrieval_queries"):
+            query = call_method(
+                model, "retrieval_queries", params, (batch,), {"item_vectors": vectors}
+            )
+            idx, values = index.search(query, k, banned)
+            keep = idx[0] >= 0
+            return idx[0][keep], values[0][keep]
         scores = functional_score(model, params, batch, None, vectors)[0].float()  # (N,)
     if banned:
         scores[torch.as_tensor(banned, device=device)] = -torch.inf

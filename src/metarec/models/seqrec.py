@@ -206,6 +206,32 @@ class SeqRec(nn.Module):
             scores = scores + self.text_fusion_weight * self.last_item_text_similarity(batch, items)
         return scores
 
+    def retrieval_keys(self, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, E) one key per catalogue item such that ``score(batch)`` equals
+        ``retrieval_queries(batch) @ retrieval_keys().T``: the item vectors, followed with text
+        fusion by each item's unit text embedding. What a nearest-neighbour index holds; it
+        depends on the item tower only, so adapting the user side leaves it valid."""
+        if item_vectors is None:
+            item_vectors = self.items.all_items()
+        if not self.config.text_fusion:
+            return item_vectors
+        return torch.cat([item_vectors, F.normalize(self.items.text_embeddings, dim=1)], dim=1)
+
+    def retrieval_queries(
+        self, batch: SeqBatch, item_vectors: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, E) the query of each row against ``retrieval_keys`` (inner product): the user
+        vector, followed with text fusion by the weighted unit text of the last history item."""
+        if item_vectors is None:
+            item_vectors = self.items.all_items()
+        user = self.user_vectors(batch, item_vectors)
+        if not self.config.text_fusion:
+            return user
+        unit = F.normalize(self.items.text_embeddings, dim=1)
+        last = batch.items[:, -1]
+        query = unit[last.clamp(min=0)] * (last != PAD).unsqueeze(-1)
+        return torch.cat([user, self.text_fusion_weight * query], dim=1)
+
     def last_item_text_similarity(
         self, batch: SeqBatch, items: torch.Tensor | None = None
     ) -> torch.Tensor:

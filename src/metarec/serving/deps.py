@@ -48,6 +48,7 @@ def open_service(settings: ServeSettings) -> ServiceState:
         added_items=store.items,
         encode=_encode_text,
         folders=settings.registry,
+        index=settings.index if settings.retrieval == "faiss" else None,
     )
     cache = AdaptCache(settings.adapt_cache_ttl_s, settings.adapt_cache_size)
     return ServiceState(settings, store, registry, cache, ServiceMetrics())

@@ -83,7 +83,7 @@ def rank(
     history = history[-model.max_len :] if history else history
     with model.lock:
         idx, scores = recommend(
-            model.checkpoint.model, fast, history, k, None if exclude_seen else ()
+            model.checkpoint.model, fast, history, k, None if exclude_seen else (), model.index
         )
     items = model.checkpoint.items
     return [

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from metarec.errors import CheckpointError, ConfigError
+from metarec.evaluation.retrieval import IndexConfig, ItemIndex
 from metarec.like.fit import ItemSpace
 from metarec.like.workflow import HEAD_DIR, LikeModel, load_like_head
 from metarec.meta.checkpoint import META_CONFIG, load_meta_checkpoint, stored_adaptation
@@ -62,6 +63,8 @@ class ServedModel:
     # the like head's item features over this version's catalogue, built at the first p_like
     # (a version's weights never change; with_items makes a new version, with its own)
     like_space: ItemSpace | None = field(default=None, repr=False)
+    # FAISS index over this version's item keys (serve --retrieval faiss); None: exact top-k
+    index: ItemIndex | None = field(default=None, repr=False)
     loaded_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time
 
@@ -83,6 +86,10 @@ class ServedModel:
         """This version with ``items`` (id, text) appended, scored from ``vectors`` (M, T) of
         their text; ValueError when the model cannot take new items."""
         model = with_new_items(self.checkpoint.model, vectors).eval()
+        index = self.index
+        if index is not None:  # a copy with the new keys: this version keeps its own
+            with torch.no_grad():
+                index = index.extended(model.retrieval_keys()[index.n_items :])
         ids = [i for i, _ in items]
         ckpt = replace(self.checkpoint, model=model, items=list(self.checkpoint.items) + ids)
         return ServedModel(
@@ -96,7 +103,20 @@ class ServedModel:
             self.choice,
             self.added + len(ids),
             self.like,
+            index=index,
         )
+
+
+def with_index(model: ServedModel, config: IndexConfig) -> ServedModel:
+    """``model`` with a FAISS index over its item keys (built once per loaded version, before
+    the version can become active); ConfigError for a model that declares no keys."""
+    net = model.checkpoint.model
+    if not hasattr(net, "retrieval_keys"):
+        raise ConfigError(f"model version {model.version} declares no retrieval keys for FAISS")
+    with torch.no_grad():
+        keys = net.retrieval_keys()
+    model.index = ItemIndex.build(keys, config)
+    return model
 
 
 def checkpoint_version(path: Path) -> str:
@@ -183,8 +203,10 @@ class ModelRegistry:
         added_items: Callable[[], list[tuple[str, str]]] = list,
         encode: Encoder | None = None,
         folders: Sequence[Path] = (),
+        index: IndexConfig | None = None,
     ):
         self._added_items, self._encode = added_items, encode
+        self._index = index  # None: exact top-k; else every loaded version gets its index
         self._folders = [Path(f) for f in folders]
         if not paths:
             raise ConfigError("the service needs at least one model checkpoint")
@@ -219,6 +241,8 @@ class ModelRegistry:
         model = self._loaded.get(version)
         if model is None:
             model = load_served_model(self._paths[version])
+            if self._index is not None:
+                model = with_index(model, self._index)
             # a version that cannot take the added items serves its own catalogue
             with contextlib.suppress(ValueError):
                 model = self._grown(model, self._added_items())

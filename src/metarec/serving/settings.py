@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from metarec.evaluation.retrieval import RETRIEVALS, IndexConfig
 
 
 @dataclass(frozen=True)
@@ -20,3 +22,12 @@ class ServeSettings:
     adapt_cache_ttl_s: float = 300.0
     adapt_cache_size: int = 10_000
     history_limit: int = 200  # newest events of a user read from the store
+    # top-k: "exact" (the full score row) or "faiss" (an index over item keys per version)
+    retrieval: str = "exact"
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def __post_init__(self) -> None:
+        if self.retrieval not in RETRIEVALS:
+            raise ValueError(
+                f"retrieval must be one of {', '.join(RETRIEVALS)}, got {self.retrieval!r}"
+            )

@@ -157,8 +157,8 @@ def meta_train_fold(
     """Meta-train ``spec`` (or each of several specs, each from the pretrained weights with
     ``config``'s budget) from checkpoint ``base`` on one fold and (``choice``, by default)
     choose how to adapt among no adaptation, fine-tuning (over the first spec's policy) and
-    every meta-learner trained; with ``out``, write the meta checkpoint (the chosen learner), metrics.json, report.md and the
-    validation curves there."""
+    every meta-learner trained; with ``out``, write the meta checkpoint (the chosen learner),
+    metrics.json, report.md and the validation curves there."""
     choice = choice or ChoiceConfig()
     specs = _specs(spec)
     if len(specs) > 1 and not choice.choose:
