@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,57 @@ def test_pivot_marks_the_best_method_of_each_k():
     assert text[0] == "| method | K=1 | K=5 |"
     assert text[2] == "| a | 0.2000 ± 0.1000 | **0.4000** |"
     assert text[3] == "| b | **0.3000 ± 0.0500** | - |"
+
+
+def test_coldstart_runner_adapts_with_the_users_feedback(small_dataset, tmp_path, monkeypatch):  # noqa: F811
+    from metarec.data.loaders import registry
+    from metarec.errors import DataError
+
+    inter, text = small_dataset
+    rows = inter.read_text().splitlines()
+    rated = tmp_path / "rated.csv"  # every third interaction disliked
+    rated.write_text(
+        rows[0]
+        + ",rating\n"
+        + "".join(f"{r},{2 if i % 3 == 0 else 5}\n" for i, r in enumerate(rows[1:]))
+    )
+    real = registry.load_dataset
+    monkeypatch.setattr(
+        "metarec.protocols.coldstart_ml.load_dataset",
+        lambda name: real(
+            name,
+            user="user_id",
+            item="item_id",
+            timestamp="timestamp",
+            rating="rating",
+            item_text=text,
+        ),
+    )
+    base = ColdstartConfig(
+        data=str(rated),
+        out=tmp_path / "plain",
+        n_folds=3,
+        folds=(0,),
+        ks=(3,),
+        select_k=3,
+        n_query=4,
+        methods=("no-adapt", "finetune-all", "maml"),
+        spec=ModelSpec(dim=16, n_layers=1, n_heads=1, text_hidden=16, max_len=8),
+        progress=False,
+    )
+    results = {}
+    for weight in (0.0, 2.0):
+        cfg = coldstart_quick_config(replace(base, like_weight=weight, out=tmp_path / f"w{weight}"))
+        res = run_coldstart_ml(cfg, log=lambda m: None)
+        doc = read_metrics_json(res["metrics_json"])
+        results[weight] = {r["method"]: r["metrics"]["NDCG@10"] for r in doc["results"]}  # 1 fold
+        assert ("Support loss with feedback" in res["report"].read_text()) == (weight > 0)
+    # no adaptation reads the items only; the adapting methods moved with the feedback loss
+    assert results[2.0]["no-adapt"] == pytest.approx(results[0.0]["no-adapt"])
+    assert results[2.0]["maml"] != pytest.approx(results[0.0]["maml"], abs=1e-9)
+    with pytest.raises(ConfigError, match="like_weight"):
+        ColdstartConfig(like_weight=-1.0)
+    unrated = replace(base, like_weight=1.0, data=str(inter))
+    load_small(monkeypatch, "metarec.protocols.coldstart_ml.load_dataset", text)
+    with pytest.raises(DataError, match="needs ratings"):
+        run_coldstart_ml(coldstart_quick_config(unrated), log=lambda m: None)

@@ -178,3 +178,50 @@ def test_sampler_is_deterministic_and_covers_each_epoch_without_repeats():
     assert TaskSampler([1, 2], 8).epoch(0) in ([[1, 2]], [[2, 1]])
     with pytest.raises(ConfigError, match="no tasks"):
         TaskSampler([], 4)
+
+
+def test_feedback_support_adds_the_like_loss_of_the_support_items():
+    from metarec.meta.inference import PolicyBundle, adapt_user
+    from metarec.meta.tasks import feedback_support, support_batch
+    from metarec.models import FeedbackBatch
+
+    u = np.zeros(7, dtype=np.int64)
+    ratings = np.array([5, 1, 4, 2, 3, 5, 4.0])
+    inter = Interactions(u, np.arange(7), np.arange(7), ratings)
+    (task,) = next_item_tasks(inter, k=4, n_query=10, max_len=4, like_weight=0.5)
+    support = task.support
+    assert isinstance(support, FeedbackBatch) and support.like_weight == 0.5
+    assert support.like.candidates.tolist() == [1, 2, 3]  # the first item has no history
+    assert support.like.labels.tolist() == [0, 1, 0]  # ratings 1, 4, 2 against > 3
+    plain = support_batch(np.arange(4), 4, 0)
+    assert torch.equal(support.next_item.items, plain.items)
+    assert torch.equal(support.next_item.targets, plain.targets)
+    (bare,) = next_item_tasks(inter, k=4, n_query=10, max_len=4)
+    assert isinstance(bare.support, SeqBatch) and torch.equal(bare.query.items, task.query.items)
+    model = tiny_model().eval()
+    params = dict(model.named_parameters())
+    expected = functional_loss(model, params, plain) + 0.5 * pointwise_loss(
+        model, params, support.like
+    )
+    assert torch.allclose(functional_loss(model, params, support), expected)
+    # adapting with the labels follows that loss; without them, the next-item loss alone
+    policy = make_policy(PolicyConfig("all"), model)
+    bundle = PolicyBundle(policy, sgd(0.1), 2)
+    items, labels = [0, 1, 2, 3], [1.0, 0.0, 1.0, 0.0]
+    with_fb = adapt_user(model, bundle, items, labels=labels, like_weight=0.5)
+    by_hand = adapt(
+        model, policy, policy.init_fast(model), feedback_support(items, labels, 4, 0.5), sgd(0.1), 2
+    )
+    assert all(torch.allclose(with_fb[n], by_hand[n].detach(), atol=1e-6) for n in with_fb)
+    without = adapt_user(model, bundle, items)
+    assert any(not torch.allclose(with_fb[n], without[n]) for n in with_fb)
+    assert all(
+        torch.equal(adapt_user(model, bundle, items, labels=labels, like_weight=0.0)[n], without[n])
+        for n in without
+    )
+    with pytest.raises(DataError, match="like weight needs ratings"):
+        next_item_tasks(Interactions(u, np.arange(7), np.arange(7)), k=4, like_weight=0.5)
+    with pytest.raises(ValueError, match="0 \\(disliked\\) or 1"):
+        feedback_support([0, 1], [1.0, 4.0], 4, 1.0)
+    with pytest.raises(ValueError, match="3 labels for 2"):
+        feedback_support([0, 1], [1.0, 0.0, 1.0], 4, 1.0)

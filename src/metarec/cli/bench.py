@@ -73,6 +73,13 @@ def bench_coldstart_ml(
             help="AdamW outer rate of maml, fomaml and meta-sgd (default: the product's)."
         ),
     ] = None,
+    like_weight: Annotated[
+        float,
+        typer.Option(
+            help="Support loss = next-item + W x BCE of liked (rating > 3) / disliked support "
+            "items, for every adapting method (needs ratings; 0: next-item only)."
+        ),
+    ] = 0.0,
     quick: Annotated[bool, typer.Option(help="Smoke-test budgets; never reported.")] = False,
 ) -> None:
     """PROTOCOLS.md coldstart-ml: every adaptation method at every K over the folds."""
@@ -82,6 +89,7 @@ def bench_coldstart_ml(
     writable_folder(out)
     options = {"n_folds": n_folds, "fold_seed": fold_seed, "folds": fold, "ks": k}
     options |= {"methods": method, "policy": policy, "outer_lr": outer_lr}
+    options["like_weight"] = like_weight
     cfg = config_from_options(out, data, options, pretrain_budget, meta_budget, quick)
     start = time.perf_counter()
     res = run_coldstart_ml(cfg, log=say)

@@ -13,7 +13,7 @@ meta-validation uses too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from metarec.evaluation.next_item import model_device
 from metarec.meta.functional import frozen_item_vectors, functional_score
 from metarec.meta.inference import PolicyBundle, adapt_user, model_max_len
 from metarec.meta.learners import Learner
-from metarec.meta.tasks import history_batch, user_parts
+from metarec.meta.tasks import history_batch, like_labels, user_parts
 from metarec.meta.train import eval_mode, rank_scores
 
 Adapter = Learner | PolicyBundle
@@ -38,6 +38,7 @@ class ColdUser:
     support: np.ndarray  # (K,) item indices in time order
     query: np.ndarray  # (Q,) the next items: the positives
     negatives: np.ndarray  # (Q,) items the user never interacted with
+    support_labels: np.ndarray | None = None  # (K,) 0/1 disliked / liked, where rated
 
 
 @dataclass
@@ -65,23 +66,39 @@ class MethodScores:
 
 
 def cold_users(
-    inter: Interactions, k: int, n_query: int, n_items: int, seed: tuple[int, ...]
+    inter: Interactions,
+    k: int,
+    n_query: int,
+    n_items: int,
+    seed: tuple[int, ...],
+    threshold: float = 3.0,
 ) -> list[ColdUser]:
     """Every user of ``inter`` with at least k + 1 interactions, for this K; the negatives are
-    drawn (seeded by ``seed``, the user and K) from the items outside the user's whole history."""
+    drawn (seeded by ``seed``, the user and K) from the items outside the user's whole history.
+    Where ``inter`` has ratings, each support item's like label (rating > ``threshold``)."""
     indptr, items = user_sequences(inter, int(inter.user.max(initial=-1)) + 1)
+    if inter.rating is not None:  # what a feedback-aware support loss reads (like_weight)
+        inter = replace(inter, rating=like_labels(inter.rating, threshold))
     out = []
-    for u, s, q, _, _ in user_parts(inter, k, n_query):
+    for u, s, q, ys, _ in user_parts(inter, k, n_query):
         seen = np.unique(items[indptr[u] : indptr[u + 1]])
         rng = np.random.default_rng([*seed, u, k])
-        out.append(ColdUser(u, s, q, _sample_unseen(rng, seen, len(q), n_items)))
+        out.append(ColdUser(u, s, q, _sample_unseen(rng, seen, len(q), n_items), ys))
     return out
 
 
 def score_users(
-    model: nn.Module, adapter: Adapter | None, users: list[ColdUser], k: int = 10
+    model: nn.Module,
+    adapter: Adapter | None,
+    users: list[ColdUser],
+    k: int = 10,
+    like_weight: float = 0.0,
 ) -> MethodScores:
-    """Adapt to each user's support set (``adapter`` None: no adaptation), then rank."""
+    """Adapt to each user's support set (``adapter`` None: no adaptation), then rank; with
+    ``like_weight`` > 0 the support loss adds the like/dislike cross-entropy of the user's
+    support labels (``adapt_user``), which every user then needs."""
+    if like_weight > 0 and any(cu.support_labels is None for cu in users):
+        raise ValueError("a like weight needs the support labels of every user (ratings)")
     out = MethodScores()
     device = model_device(model)
     with eval_mode(model):
@@ -89,7 +106,9 @@ def score_users(
             fast: dict[str, torch.Tensor] = {}
             if adapter is not None:
                 start = time.perf_counter()
-                fast = adapt_user(model, adapter, cu.support.tolist())
+                fast = adapt_user(
+                    model, adapter, cu.support.tolist(), None, cu.support_labels, like_weight
+                )
                 out.adapt_ms.append(1000.0 * (time.perf_counter() - start))
             with torch.no_grad():
                 vectors = frozen_item_vectors(model, tuple(fast))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metarec.models.batch import LikeBatch, SeqBatch
+from metarec.models.batch import FeedbackBatch, LikeBatch, SeqBatch
 
 
 class _Method(nn.Module):
@@ -56,12 +56,16 @@ def functional_loss(
     batch: Any,
     item_vectors: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scalar ``model.loss(batch)`` under ``params``; for a ``LikeBatch``, ``pointwise_loss``.
+    """Scalar ``model.loss(batch)`` under ``params``; for a ``LikeBatch``, ``pointwise_loss``;
+    for a ``FeedbackBatch``, its next-item loss plus ``like_weight`` x its ``pointwise_loss``.
 
     ``item_vectors`` (from ``fixed_item_vectors``) skips recomputing an unchanged item tower.
     """
     if isinstance(batch, LikeBatch):
         return pointwise_loss(model, params, batch, item_vectors)
+    if isinstance(batch, FeedbackBatch):
+        seq = functional_loss(model, params, batch.next_item, item_vectors)
+        return seq + batch.like_weight * pointwise_loss(model, params, batch.like, item_vectors)
     kwargs = {} if item_vectors is None else {"item_vectors": item_vectors}
     return call_method(model, "loss", params, (batch,), kwargs)
 

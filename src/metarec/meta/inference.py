@@ -33,7 +33,7 @@ from metarec.meta.functional import call_method, frozen_item_vectors, functional
 from metarec.meta.inner import adapt_detached
 from metarec.meta.inner_optim import InnerOptimizer, adamw, sgd
 from metarec.meta.learners import Learner, LearnerSpec
-from metarec.meta.tasks import history_batch, support_batch
+from metarec.meta.tasks import feedback_support, history_batch, support_batch
 from metarec.meta.train import eval_mode
 
 Params = dict[str, torch.Tensor]
@@ -99,6 +99,8 @@ def adapt_user(
     adapter: Learner | PolicyBundle | None,
     items: Sequence[int],
     steps: int | None = None,
+    labels: Sequence[float] | None = None,
+    like_weight: float = 0.0,
 ) -> Params:
     """Parameter overrides (name -> tensor, detached) after adapting to ``items``.
 
@@ -106,7 +108,9 @@ def adapt_user(
     next-item prediction inside them (``meta.tasks.support_batch``). ``steps`` None: the
     adapter's own (a learner's eval/inner steps, the bundle's ``steps``). With fewer than 2
     items there is nothing to adapt on and the start of the fast parameters is returned.
-    ``adapter`` None: no adaptation, no overrides ({}: the model as it is).
+    ``adapter`` None: no adaptation, no overrides ({}: the model as it is). ``labels`` (0/1 per
+    item: disliked / liked) with ``like_weight`` > 0: the support loss adds the like/dislike
+    cross-entropy (``meta.tasks.feedback_support``), as the learner was meta-trained with.
     """
     if adapter is None:
         _check_items(model, items)
@@ -118,7 +122,11 @@ def adapt_user(
         if len(items) < 2 or steps == 0:
             fast = _start(model, adapter)
         else:
-            support = support_batch(items, model_max_len(model)).to(model_device(model))
+            if labels is not None and like_weight > 0:
+                support = feedback_support(items, labels, model_max_len(model), like_weight)
+            else:
+                support = support_batch(items, model_max_len(model))
+            support = support.to(model_device(model))
             fast = _adapt(model, adapter, support, steps)
         with torch.no_grad():
             params = adapter.policy.effective_params(model, fast)

@@ -48,7 +48,7 @@ from metarec.data.sequences import in_time_order, user_sequences
 from metarec.data.splits import support_query
 from metarec.data.windows import training_windows, trim_padding
 from metarec.errors import ConfigError, DataError
-from metarec.models.batch import PAD, LikeBatch, SeqBatch
+from metarec.models.batch import PAD, FeedbackBatch, LikeBatch, SeqBatch
 
 TASK_KINDS = ("next-item", "like", "domain")
 T = TypeVar("T")
@@ -116,6 +116,26 @@ def support_batch(items: Sequence[int] | np.ndarray, max_len: int, user: int = -
     return SeqBatch(users, torch.from_numpy(inputs), torch.from_numpy(targets))
 
 
+def feedback_support(
+    items: Sequence[int] | np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    max_len: int,
+    like_weight: float,
+    user: int = -1,
+) -> FeedbackBatch:
+    """A support set with feedback: ``support_batch`` over ``items`` plus one like/dislike sample
+    per item after the first (``labels`` 0/1, one per item; each item scored from the ones
+    before it; the first has an empty history, hence no gradient), weighted ``like_weight``."""
+    seq = np.asarray(items, dtype=np.int64)
+    y = np.asarray(labels, dtype=np.float32)
+    if y.shape != seq.shape:
+        raise ValueError(f"{len(y)} labels for {len(seq)} support items")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("support labels must be 0 (disliked) or 1 (liked)")
+    like = _like_batch(seq, y, np.arange(1, len(seq)), max_len, user)
+    return FeedbackBatch(support_batch(seq, max_len, user), like, float(like_weight))
+
+
 def prefix_windows(seq: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
     """(R, W) rows seq[max(0, e - max_len):e] for each end e, right-aligned, PAD on the left;
     W = min(max_len, max(ends)), at least 1."""
@@ -137,13 +157,32 @@ def span_windows(
 
 
 def next_item_tasks(
-    inter: Interactions, k: int, n_query: int = 20, max_len: int = 50
+    inter: Interactions,
+    k: int,
+    n_query: int = 20,
+    max_len: int = 50,
+    like_weight: float = 0.0,
+    threshold: float = 3.0,
 ) -> list[Task]:
-    """One next-item task per user with at least k + 1 interactions (see the module docstring)."""
+    """One next-item task per user with at least k + 1 interactions (see the module docstring).
+    ``like_weight`` > 0: the support set carries the user's feedback (``feedback_support``:
+    liked = rating > ``threshold``), the query stays next-item; the data needs ratings."""
     check_task_sizes(k, n_query, max_len)
-    return [
-        _next_item_task(user, s, q, max_len) for user, s, q, _, _ in user_parts(inter, k, n_query)
-    ]
+    if like_weight < 0:
+        raise ConfigError(f"like_weight must be >= 0, got {like_weight}")
+    if like_weight > 0 and inter.rating is None:
+        raise DataError(
+            "a like weight needs ratings or 0/1 labels among the support items; this data has none"
+        )
+    if like_weight > 0:
+        inter = replace(inter, rating=like_labels(inter.rating, threshold))
+    tasks = []
+    for user, s, q, ys, _ in user_parts(inter, k, n_query):
+        task = _next_item_task(user, s, q, max_len)
+        if like_weight > 0:
+            task = replace(task, support=feedback_support(s, ys, max_len, like_weight, user))
+        tasks.append(task)
+    return tasks
 
 
 def like_tasks(

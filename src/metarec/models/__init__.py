@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metarec.models.baselines import BPR, BPRConfig, Popularity, PopularityConfig
-from metarec.models.batch import PAD, FeatureBatch, LikeBatch, PairBatch, SeqBatch
+from metarec.models.batch import PAD, FeatureBatch, FeedbackBatch, LikeBatch, PairBatch, SeqBatch
 from metarec.models.item_tower import ItemTower, ItemTowerConfig
 from metarec.models.like_net import LikeNet, LikeNetConfig
 from metarec.models.seqrec import SeqRec, SeqRecConfig, SeqRecOptions
@@ -21,6 +21,7 @@ __all__ = [
     "PAD",
     "BPRConfig",
     "FeatureBatch",
+    "FeedbackBatch",
     "ItemTower",
     "ItemTowerConfig",
     "LikeBatch",

@@ -70,6 +70,21 @@ class LikeBatch:
 
 
 @dataclass
+class FeedbackBatch:
+    """A support set with feedback: next-item windows over the items plus, for the same items,
+    like / dislike samples; the loss is next-item + ``like_weight`` x binary cross-entropy
+    (``meta.functional.functional_loss``). What adaptation can learn from how the user felt
+    about the items, which the history encoder never sees."""
+
+    next_item: SeqBatch
+    like: LikeBatch
+    like_weight: float = 1.0
+
+    def to(self, device: torch.device | str) -> FeedbackBatch:
+        return FeedbackBatch(self.next_item.to(device), self.like.to(device), self.like_weight)
+
+
+@dataclass
 class FeatureBatch:
     """Pointwise samples already turned into feature rows (a frozen model's vectors).
 

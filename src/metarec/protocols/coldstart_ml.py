@@ -34,7 +34,7 @@ from metarec.data.schema import Dataset
 from metarec.data.splits import (
     cold_start_folds,
 )
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, DataError
 from metarec.meta.cold_users import (
     ColdUser,
     cold_users,
@@ -91,6 +91,10 @@ class ColdstartConfig:
     finetune_lrs: tuple[float, ...] = FINETUNE_LRS  # AdamW, chosen on validation users
     select_k: int = 5
     valid_fraction: float = 0.1
+    # > 0: every adapting method's support loss adds like_weight x the binary cross-entropy of
+    # liked (rating > 3) / disliked support items (meta.tasks.feedback_support): what the
+    # history encoder never sees; meta-training tasks carry it too. 0: next-item only.
+    like_weight: float = 0.0
     progress: bool = True
     quick: bool = False  # smoke-test budgets: marked in metrics.json, never a reported result
     title: str = "coldstart-ml: new users with K interactions"
@@ -110,6 +114,8 @@ class ColdstartConfig:
             raise ConfigError("inner_steps and finetune_steps must be >= 1")
         if not self.finetune_lrs:
             raise ConfigError("finetune_lrs must name at least one rate")
+        if isinstance(self.like_weight, bool) or not self.like_weight >= 0:
+            raise ConfigError(f"like_weight must be >= 0, got {self.like_weight!r}")
 
     def fold_list(self) -> tuple[int, ...]:
         return tuple(range(self.n_folds)) if self.folds is None else self.folds
@@ -139,6 +145,10 @@ def run_coldstart_ml(cfg: ColdstartConfig, log: Callable[[str], None] = print) -
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(cfg.data)
     log(f"dataset {dataset.describe()}")
+    if cfg.like_weight > 0 and dataset.interactions.rating is None:
+        raise DataError(
+            f"--like-weight needs ratings (liked / disliked support items); {dataset.name} has none"
+        )
     text = item_text_features(dataset, cfg.spec, cfg.progress)
     log(f"item text: {text.info.get('text_encode', '')}")
     folds = cold_start_folds(dataset, cfg.n_folds, cfg.fold_seed)
@@ -177,7 +187,7 @@ def run_fold(cfg: ColdstartConfig, dataset: Dataset, fold, text, log) -> FoldRun
         bundle, lr = _choose_finetune(cfg, base, FINETUNE_POLICY[method], valid_users)
         run.chosen_lr[method] = lr
         run.cost[method] = {"train_seconds": time.perf_counter() - start}
-        _score_all(run, method, base, bundle, cold)
+        _score_all(run, method, base, bundle, cold, cfg.like_weight)
         run.cost[method]["peak_rss_mb"] = peak_rss_mb()
         say(f"{method} (AdamW lr {lr:g}): {_brief(run, method, cfg.select_k)}")
     meta_tasks = _meta_tasks(cfg, meta_inter)
@@ -195,7 +205,7 @@ def run_fold(cfg: ColdstartConfig, dataset: Dataset, fold, text, log) -> FoldRun
             "meta_steps": float(res.step),
             "best_step": float(res.best_step),
         }
-        _score_all(run, method, model.eval(), learner, cold)
+        _score_all(run, method, model.eval(), learner, cold, cfg.like_weight)
         run.cost[method]["peak_rss_mb"] = peak_rss_mb()
         say(f"{method}: {res.stopped}; {_brief(run, method, cfg.select_k)}")
     return run
@@ -205,7 +215,7 @@ def _meta_tasks(cfg: ColdstartConfig, inter) -> list:
     """Next-item tasks of every user at every K >= 2 of the protocol."""
     tasks = []
     for k in (k for k in cfg.ks if k >= 2):
-        tasks += next_item_tasks(inter, k, cfg.n_query, cfg.spec.max_len)
+        tasks += next_item_tasks(inter, k, cfg.n_query, cfg.spec.max_len, cfg.like_weight)
     if not tasks:
         raise ConfigError("no meta-training user has more than the smallest K interactions")
     return tasks
@@ -219,18 +229,26 @@ def _choose_finetune(
     best: tuple[float, PolicyBundle | None, float] = (-1.0, None, 0.0)
     for lr in cfg.finetune_lrs:
         bundle = PolicyBundle(policy, adamw(lr), cfg.finetune_steps)
-        ndcg = float(np.mean(score_users(base, bundle, valid_users).ndcg))
+        scores = score_users(base, bundle, valid_users, like_weight=cfg.like_weight)
+        ndcg = float(np.mean(scores.ndcg))
         if ndcg > best[0]:
             best = (ndcg, bundle, lr)
     assert best[1] is not None
     return best[1], best[2]
 
 
-def _score_all(run: FoldRun, method: str, model, adapter, cold: dict[int, list[ColdUser]]):
+def _score_all(
+    run: FoldRun,
+    method: str,
+    model,
+    adapter,
+    cold: dict[int, list[ColdUser]],
+    like_weight: float = 0.0,
+):
     """Every K; at K = 1 there is no transition to adapt on and the adapter's start is used
     (a meta-learned initialisation still counts there)."""
     for k, users in cold.items():
-        run.scores[(method, k)] = score_users(model, adapter, users)
+        run.scores[(method, k)] = score_users(model, adapter, users, like_weight=like_weight)
 
 
 def _brief(run: FoldRun, method: str, k: int) -> str:
@@ -260,13 +278,16 @@ def config_from_options(
     quick: bool,
 ) -> ColdstartConfig:
     """What ``metarec bench coldstart-ml`` runs: flags left at None keep the protocol's value.
-    ``options``: n_folds, fold_seed, folds, ks, methods, policy (a name), outer_lr."""
+    ``options``: n_folds, fold_seed, folds, ks, methods, policy (a name), outer_lr,
+    like_weight."""
     try:
         cfg = ColdstartConfig(
             data=data, out=out, n_folds=options["n_folds"], fold_seed=options["fold_seed"]
         )
         cfg = replace(
-            with_options(cfg, options, pretrain_budget, meta_budget), outer_lr=options["outer_lr"]
+            with_options(cfg, options, pretrain_budget, meta_budget),
+            outer_lr=options["outer_lr"],
+            like_weight=options.get("like_weight") or 0.0,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

@@ -271,6 +271,12 @@ def _notes(cfg, runs, comparisons: list[Comparison]) -> list[str]:
         "At K=1 the support set holds no next-item transition: adaptation has nothing to step "
         "on, so each method shows its starting point (a meta-learned one for the meta-learners).",
     ]
+    if (weight := getattr(cfg, "like_weight", 0.0)) > 0:
+        notes.append(
+            f"Support loss with feedback (--like-weight {weight:g}): next-item + {weight:g} x "
+            "binary cross-entropy of liked (rating > 3) / disliked support items, for every "
+            "adapting method and in the meta-training tasks; no-adapt reads the items only."
+        )
     pre = [r.pretrain for r in runs]
     notes.append(
         "Pretraining per fold: "
