@@ -229,6 +229,11 @@ def test_algorithm_auto_is_every_registered_meta_learner_with_the_keys_each_take
     assert by_name["meta-sgd"].config.alpha_range == (0.01, 0.02)  # only meta-sgd's has this
     assert by_name["anil"].policy.name == "head" and by_name["maml"].policy.name == "all"
     assert by_name["fomaml"].config.first_order and not by_name["maml"].config.first_order
+    # with the head policy anil is maml itself: auto trains it once
+    head, *_ = meta_train_settings(None, {"algorithm": "auto"}, {"policy": "head"}, {})
+    assert [s.algorithm for s in head] == [a for a in algorithms() if a != "anil"]
+    listed, *_ = meta_train_settings(None, {"algorithm": "maml,anil"}, {"policy": "head"}, {})
+    assert [s.algorithm for s in listed] == ["maml", "anil"]  # named explicitly: both
     (one,), *_ = meta_train_settings(None, {"algorithm": "reptile"}, {}, {})
     assert one.algorithm == "reptile"
     for bad, named in [("maml,sgd", "'sgd'"), ("maml, maml", "each algorithm once"), ("", "''")]:

@@ -156,7 +156,8 @@ def meta_train_settings(
     doc = _read_tables(path, ("model", "meta", "train", "choice"))
     where = str(path) if path is not None else "options"
     meta = {**doc["meta"], **_given(meta_flags)}
-    names = _algorithms(meta.pop("algorithm", "maml"), f"{where} [meta]")
+    asked = meta.pop("algorithm", "maml")
+    names = _algorithms(asked, f"{where} [meta]")
     task_keys = {f.name for f in fields(FoldTasks)}
     config_keys = {n: {f.name for f in fields(LEARNERS[n].config_class)} for n in names}
     known = task_keys.union(*config_keys.values()) | {"algorithm"}
@@ -179,9 +180,22 @@ def meta_train_settings(
             specs.append(LearnerSpec(name, fast, config))
         except ValueError as e:
             raise ConfigError(f"{where}: {e}") from e
+    if isinstance(asked, str) and asked.strip() == AUTO:
+        specs = _distinct(specs)
     train = _build(MetaTrainConfig, {**doc["train"], **_given(train_flags)}, f"{where} [train]")
     choice = {**doc["choice"], **_given(choice_flags or {})}
     return tuple(specs), tasks, train, _build(ChoiceConfig, choice, f"{where} [choice]")
+
+
+def _distinct(specs: list[LearnerSpec]) -> list[LearnerSpec]:
+    """``auto`` without the learners that are an earlier one under another name (anil with the
+    head policy is maml with the head policy: same builder, config and policy)."""
+    kept: list[LearnerSpec] = []
+    for spec in specs:
+        same = (LEARNERS[spec.algorithm].build, spec.config, spec.policy)
+        if all((LEARNERS[k.algorithm].build, k.config, k.policy) != same for k in kept):
+            kept.append(spec)
+    return kept
 
 
 def _algorithms(value, where: str) -> tuple[str, ...]:
