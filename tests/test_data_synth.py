@@ -140,8 +140,8 @@ def test_a_generic_file_is_copied_with_its_ratings_and_times(tiny_synth):
 def test_synth_of_a_domain_and_split_file(tmp_path):
     path = tmp_path / "split.csv"
     path.write_text("user,item,label,domain,split\na,x,1,books,train\na,y,0,films,test\n")
-    source = load_dataset(path, user="user", item="item", label="label", domain="domain",
-                          split="split")  # fmt: skip
+    columns = {"user": "user", "item": "item", "label": "label", "domain": "domain"}
+    source = load_dataset(path, split="split", **columns)
     write_synth(source, tmp_path / "out", SynthConfig(2), progress=False)
     two = load_dataset(tmp_path / "out")
     assert not two.has_time and two.domains == ("books", "films")
@@ -249,10 +249,8 @@ def _drop_column(path: Path, column: str) -> None:
 
 def test_cli_writes_a_synth_that_every_data_option_reads(monkeypatch, capsys, tmp_path):
     out = tmp_path / "s2"
-    code, stdout, err = run_cli(
-        monkeypatch, capsys, "data", "synth", "--data", str(GENERIC), "--copies", "2",
-        "--out", str(out),
-    )  # fmt: skip
+    args = ("data", "synth", "--data", str(GENERIC), "--copies", "2", "--out", str(out))
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert f"wrote {out}: 2 copies of interactions, 6 users, 8 items, 12 interactions" in stdout
     code, stdout, _ = run_cli(monkeypatch, capsys, "data", "inspect", str(out))
