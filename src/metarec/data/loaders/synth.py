@@ -49,19 +49,14 @@ def load_synth(folder: Path | str, name: str | None = None) -> Dataset:
     users = _read_part(folder, "users", manifest)
     items = _read_part(folder, "items", manifest)
     inter = _read_part(folder, "interactions", manifest)
-    _check_index(folder / "users", users, "user", manifest.counts["users"])
-    _check_index(folder / "items", items, "item", manifest.counts["items"])
+    _check_index(folder / "users", users["user"], "user")
+    _check_index(folder / "items", items["item"], "item")
     cols = _interaction_columns(folder / "interactions", inter, manifest)
-    item_domain = _array(items, "domain") if "domain" in items.column_names else None
     return Dataset(
         name=name or folder.name,
         interactions=in_time_order(Interactions(**cols)),
-        users=users.column("id").to_pylist(),
-        items=ItemCatalog(
-            ids=items.column("id").to_pylist(),
-            text=items.column("text").to_pylist(),
-            domain=item_domain,
-        ),
+        users=users["id"],
+        items=ItemCatalog(ids=items["id"], text=items["text"], domain=items.get("domain")),
         has_time=manifest.has_time,
         domains=manifest.domains,
         source=str(folder),
@@ -79,32 +74,48 @@ def _check_counts(folder: Path, manifest: SynthManifest) -> None:
             )
 
 
-def _read_part(folder: Path, part: str, manifest: SynthManifest) -> pa.Table:
-    """One part (interactions, users or items) as a table, with the ``copy`` column."""
+def _read_part(folder: Path, part: str, manifest: SynthManifest) -> dict:
+    """One part's columns and its ``copy`` column: numbers as numpy arrays, strings as lists.
+
+    Columns are read one at a time and each Arrow column is dropped once converted, so the peak
+    is the result plus one column, not the result plus a whole Arrow table.
+    """
     root = folder / part
+    dataset = _open_part(root, part, manifest)
+    expected = manifest.counts[part]
+    columns = {}
+    for column in [*manifest.columns[part], PARTITION]:
+        try:
+            values = dataset.to_table(columns=[column]).column(column)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{root}: cannot read the Parquet files ({e})") from e
+        if len(values) != expected:
+            raise DataError(f"{root}: {len(values):,} rows, but {MANIFEST} counts {expected:,}")
+        if values.null_count:
+            raise DataError(f"{root}: column {column!r} has {values.null_count:,} missing values")
+        columns[column] = (
+            values.to_pylist() if pa.types.is_string(values.type) else values.to_numpy()
+        )
+        del values
+    return columns
+
+
+def _open_part(root: Path, part: str, manifest: SynthManifest) -> pds.Dataset:
+    """The part's files as one Arrow dataset, after every footer has been checked."""
     files = _part_files(root, manifest.copies)
     schema = pa.schema([(c, COLUMNS[part][c][0]) for c in manifest.columns[part]])
     for path in files:
         _check_schema(path, schema)
     try:
-        dataset = pds.dataset(
+        return pds.dataset(
             [str(p) for p in files],
             schema=pa.unify_schemas([schema, _COPY]),
             format="parquet",
             partitioning=pds.partitioning(_COPY, flavor="hive"),
             partition_base_dir=str(root),
         )
-        table = dataset.to_table()
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{root}: cannot read the Parquet files ({e})") from e
-    expected = manifest.counts[part]
-    if len(table) != expected:
-        raise DataError(f"{root}: {len(table):,} rows, but {MANIFEST} counts {expected:,}")
-    for column in table.column_names:
-        nulls = table.column(column).null_count
-        if nulls:
-            raise DataError(f"{root}: column {column!r} has {nulls:,} missing values")
-    return table
 
 
 def _part_files(root: Path, copies: int) -> list[Path]:
@@ -154,9 +165,9 @@ def _check_schema(path: Path, expected: pa.Schema) -> None:
             raise DataError(f"{path}: column {field.name!r} is {found}, expected {field.type}")
 
 
-def _check_index(root: Path, table: pa.Table, column: str, n: int) -> None:
+def _check_index(root: Path, index: np.ndarray, column: str) -> None:
     """Users and items must be stored in index order 0..n-1: the order is the contract."""
-    index = _array(table, column)
+    n = len(index)
     if not np.array_equal(index, np.arange(n, dtype=np.int64)):
         row = int(np.flatnonzero(index != np.arange(n))[0])
         raise DataError(
@@ -165,10 +176,10 @@ def _check_index(root: Path, table: pa.Table, column: str, n: int) -> None:
         )
 
 
-def _interaction_columns(root: Path, table: pa.Table, m: SynthManifest) -> dict:
+def _interaction_columns(root: Path, read: dict, m: SynthManifest) -> dict:
     """The interaction arrays, each row checked to lie in its own copy's users and items."""
-    cols = {c: _array(table, c) for c in m.columns["interactions"]}
-    copy = _array(table, PARTITION)
+    cols = {c: read[c] for c in m.columns["interactions"]}
+    copy = read[PARTITION]
     for column, per_copy in (("user", m.source["users"]), ("item", m.source["items"])):
         values = cols[column]
         bad = np.flatnonzero((values < 0) | (values // max(per_copy, 1) != copy))
@@ -185,7 +196,3 @@ def _interaction_columns(root: Path, table: pa.Table, m: SynthManifest) -> dict:
     if "split" in cols and len(cols["split"]) and not np.isin(cols["split"], (0, 1, 2)).all():
         raise DataError(f"{root}: split codes other than 0 (train), 1 (valid), 2 (test)")
     return cols
-
-
-def _array(table: pa.Table, column: str) -> np.ndarray:
-    return table.column(column).to_numpy()
