@@ -1,4 +1,4 @@
-"""``metarec data``: inspect, download and export datasets."""
+"""``metarec data``: inspect, download, export and synthesise (scale up) datasets."""
 
 from __future__ import annotations
 
@@ -60,4 +60,33 @@ def data_export(
     typer.echo(
         f"wrote {out}/{prefix}.{{train,valid,test}}.inter: "
         + ", ".join(f"{k} {v:,} rows" for k, v in counts.items())
+    )
+
+
+@app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write (new, empty, or a synth folder).")],
+    copies: Annotated[int, typer.Option(help="How many disjoint copies of the dataset.")],
+    data: DataOpt = None,
+    rows_per_file: Annotated[
+        int | None,
+        typer.Option(help="Rows per Parquet file at most; a larger copy is split into several."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a synth dataset already in --out.")
+    ] = False,
+) -> None:
+    """Write K disjoint copies of a dataset as partitioned Parquet: K times the size, the same
+    statistics (ids renamed per copy, item text tagged). Load it back with --data OUT."""
+    from metarec.data.loaders.registry import load_dataset
+    from metarec.data.synth import SynthConfig, check_out_folder, write_synth
+
+    config = SynthConfig(copies) if rows_per_file is None else SynthConfig(copies, rows_per_file)
+    check_out_folder(out, overwrite)
+    dataset = load_dataset(data)
+    manifest = write_synth(dataset, out, config, overwrite=overwrite)
+    counts = manifest.counts
+    typer.echo(
+        f"wrote {out}: {copies} copies of {dataset.name}, {counts['users']:,} users, "
+        f"{counts['items']:,} items, {counts['interactions']:,} interactions"
     )

@@ -13,6 +13,7 @@ from metarec.data.loaders.registry import (
     resolve_dataset,
     sniff_format,
 )
+from metarec.data.loaders.synth import load_synth
 
 __all__ = [
     "FOLDER_FORMATS",
@@ -25,6 +26,7 @@ __all__ = [
     "load_ml100k",
     "load_movielens_csv",
     "load_office",
+    "load_synth",
     "load_unisrec",
     "movie_text",
     "read_item_text",

@@ -11,6 +11,7 @@ from pathlib import Path
 from metarec.data.loaders.amazon import load_office, load_unisrec
 from metarec.data.loaders.generic import load_generic
 from metarec.data.loaders.movielens import load_ml1m, load_ml100k, load_movielens_csv
+from metarec.data.loaders.synth import is_synth_folder, load_synth
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError
 
@@ -61,6 +62,12 @@ FOLDER_FORMATS = (
         _has("train.csv", "dev.csv", "test.csv"),
         load_office,
         looks_like="train.csv + dev.csv + test.csv (tab-separated)",
+    ),
+    FolderFormat(
+        "parquet-synth",
+        is_synth_folder,
+        load_synth,
+        looks_like="synth.json + interactions/ users/ items/ Parquet (metarec data synth)",
     ),
 )
 
