@@ -167,7 +167,6 @@ def test_pivot_marks_the_best_method_of_each_k():
 
 
 def test_coldstart_runner_adapts_with_the_users_feedback(small_dataset, tmp_path, monkeypatch):  # noqa: F811
-    from metarec.data.loaders import registry
     from metarec.errors import DataError
 
     inter, text = small_dataset
@@ -178,18 +177,7 @@ def test_coldstart_runner_adapts_with_the_users_feedback(small_dataset, tmp_path
         + ",rating\n"
         + "".join(f"{r},{2 if i % 3 == 0 else 5}\n" for i, r in enumerate(rows[1:]))
     )
-    real = registry.load_dataset
-    monkeypatch.setattr(
-        "metarec.protocols.coldstart_ml.load_dataset",
-        lambda name: real(
-            name,
-            user="user_id",
-            item="item_id",
-            timestamp="timestamp",
-            rating="rating",
-            item_text=text,
-        ),
-    )
+    load_small(monkeypatch, "metarec.protocols.coldstart_ml.load_dataset", text, rating="rating")
     base = ColdstartConfig(
         data=str(rated),
         out=tmp_path / "plain",

@@ -30,7 +30,7 @@ from metarec.protocols.coldstart_like import (
 )
 from metarec.workflows.pretrain import ModelSpec
 from test_bench_coldstart import _model
-from test_bench_warm_ml import COLOURS
+from test_bench_warm_ml import COLOURS, load_small
 
 
 def _rated(n_users=6, length=12, n_items=40):
@@ -152,21 +152,9 @@ def rated_dataset(tmp_path):
 
 
 def test_runner_writes_every_method_and_k(rated_dataset, tmp_path, monkeypatch):
-    from metarec.data.loaders import registry
 
     inter, text = rated_dataset
-    real = registry.load_dataset
-    monkeypatch.setattr(
-        "metarec.protocols.coldstart_like.load_dataset",
-        lambda name: real(
-            name,
-            user="user_id",
-            item="item_id",
-            timestamp="timestamp",
-            rating="rating",
-            item_text=text,
-        ),
-    )
+    load_small(monkeypatch, "metarec.protocols.coldstart_like.load_dataset", text, rating="rating")
     cfg = ColdstartLikeConfig(
         data=str(inter),
         out=tmp_path / "out",

@@ -19,6 +19,7 @@ from metarec.protocols.fewshot_like import (
 )
 from metarec.protocols.fewshot_like_methods import Fitted
 from metarec.protocols.fewshot_like_report import beats_baselines, pivot, summarise
+from test_bench_warm_ml import load_small
 
 
 def test_summary_pools_seeds_and_checks_every_baseline():
@@ -115,22 +116,10 @@ def rated_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_fewshot_like_runs_every_method(rated_dataset, tmp_path, monkeypatch):
-    from metarec.data.loaders import registry
     from metarec.workflows.pretrain import ModelSpec
 
     inter, text = rated_dataset
-    real = registry.load_dataset
-    monkeypatch.setattr(
-        "metarec.protocols.fewshot_like.load_dataset",
-        lambda name: real(
-            name,
-            user="user_id",
-            item="item_id",
-            timestamp="timestamp",
-            rating="rating",
-            item_text=text,
-        ),
-    )
+    load_small(monkeypatch, "metarec.protocols.fewshot_like.load_dataset", text, rating="rating")
     cfg = FewshotLikeConfig(
         data=str(inter),
         out=tmp_path / "out",

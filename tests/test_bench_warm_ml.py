@@ -28,17 +28,16 @@ def small_dataset(tmp_path):
     return inter, text
 
 
-def load_small(monkeypatch, target: str, text) -> None:
-    """Make ``target`` (a module's ``load_dataset``) read the small CSV with its item text."""
+def load_small(monkeypatch, target: str, text, rating: str | None = None) -> None:
+    """Make ``target`` (a module's ``load_dataset``) read the small CSV with its item text (and
+    its ``rating`` column, when named)."""
     from metarec.data.loaders import registry
 
     real = registry.load_dataset
-    monkeypatch.setattr(
-        target,
-        lambda name: real(
-            name, user="user_id", item="item_id", timestamp="timestamp", item_text=text
-        ),
-    )
+    columns = {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}
+    if rating is not None:
+        columns["rating"] = rating
+    monkeypatch.setattr(target, lambda name: real(name, **columns, item_text=text))
 
 
 def test_warm_ml_writes_every_method(small_dataset, tmp_path, monkeypatch):
