@@ -56,8 +56,21 @@ def pretrain(
     ] = None,
     n_folds: Annotated[int, typer.Option(help="Folds of --cold-start-fold.")] = 5,
     fold_seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="Data-parallel over N processes: re-run this command under torchrun "
+            "(DDP; --batch-size stays the global batch, split across them)."
+        ),
+    ] = None,
 ) -> None:
     """Pretrain the sequential model (next-item prediction) and write a checkpoint."""
+    import sys
+
+    from metarec.training import distributed
+
+    if nproc is not None:
+        raise typer.Exit(distributed.relaunch(nproc, sys.argv[1:]))
     from metarec.config import pretrain_settings
     from metarec.data.combine import load_combined
     from metarec.data.splits import fold_train_dataset, leave_one_out
@@ -88,7 +101,12 @@ def pretrain(
     if cold_start_fold is not None:
         dataset = fold_train_dataset(dataset, cold_start_fold, n_folds, fold_seed)
     nid = prepare_next_item(leave_one_out(dataset), dataset.n_users, dataset.n_items, spec.max_len)
-    res = pretrain_seqrec(dataset, nid, spec, train, out=out, resume=resume, overwrite=overwrite)
+    with distributed.session(train.device) as here:  # a no-op outside torchrun
+        res = pretrain_seqrec(
+            dataset, nid, spec, train, out=out, resume=resume, overwrite=overwrite
+        )
+    if not here.is_main():
+        return
     report = write_pretrain_report(res, dataset, spec, train.seed, out)
     typer.echo(
         f"best epoch {res.state.best_epoch} of {res.state.epoch} ({res.state.stopped}); "

@@ -2,6 +2,11 @@
 
 Models bring ``loss(batch)``; the caller brings a batch factory and a validation function, so the
 loop knows nothing about any particular model or dataset.
+
+Under torchrun (``training.distributed``) the same loop is data-parallel: the model runs inside
+DistributedDataParallel, every rank draws the same global batches and keeps its own disjoint
+rows of each (the caller's ``split``), rank 0 validates and broadcasts the metric and its clock
+(so every rank stops at the same epoch), and only rank 0 shows progress and runs ``on_epoch``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metarec.errors import ConfigError
 from metarec.models.seqrec import GATE_LR
+from metarec.training import distributed
 from metarec.training.devices import check_device_name, resolve_device
+from metarec.training.distributed import Shard
 from metarec.training.seeding import epoch_rng
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -108,6 +116,8 @@ class TrainState:
 
 BatchFactory = Callable[[int, np.random.Generator], Iterable]
 Validate = Callable[[nn.Module], float]
+# (global batch, rank, world) -> that rank's Shard of it (training.distributed.Shard)
+BatchSplit = Callable[[object, int, int], Shard]
 
 
 def param_groups(model: nn.Module, weight_decay: float, gate_lr: float = GATE_LR) -> list[dict]:
@@ -137,18 +147,25 @@ def train_epoch(
     grad_clip: float,
     device,
     lr_at: Callable[[int], float] | None = None,
+    loss_fn: Callable | None = None,
 ) -> tuple[float, int]:
     """One pass over ``batches`` (loss, backward, clipping, step); the mean loss and the steps.
 
     ``lr_at(i)``, when given, is the learning rate of the epoch's i-th step (every group).
+    ``loss_fn`` (default ``model.loss``) is the DDP-wrapped loss under torchrun; a ``Shard``
+    batch has its loss multiplied by its scale.
     """
     model.train()
+    loss_fn = loss_fn or model.loss
     total, n = 0.0, 0
     for batch in batches:
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(n)
-        loss = model.loss(batch.to(device))
+        if isinstance(batch, Shard):
+            loss = loss_fn(batch.batch.to(device)) * batch.scale
+        else:
+            loss = loss_fn(batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -182,33 +199,44 @@ def fit(
     on_epoch: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
     desc: str = "training",
     best_weights: dict[str, torch.Tensor] | None = None,
+    split: BatchSplit | None = None,
 ) -> tuple[TrainState, dict[str, torch.Tensor]]:
     """Train until patience or budget runs out; returns the state and the best weights.
 
     To resume, pass the saved ``optimizer``, ``state`` and ``best_weights`` with the model holding
     the last weights; epochs reseed from (seed, epoch), so the run continues as if never stopped.
+    Under torchrun, ``split`` cuts each global batch into this rank's ``Shard`` (required there)
+    and ``on_epoch`` runs on rank 0 only.
     """
-    device = config.resolved_device()
+    here = distributed.current()
+    if here.enabled and split is None:
+        raise ConfigError("distributed training needs a batch split for this trainer")
+    device = here.device(config.resolved_device())
     model.to(device)
     optimizer = optimizer or make_optimizer(model, config)
+    loss_fn = distributed.loss_function(model, device)
     state = state or TrainState()
     best = best_weights if best_weights is not None else copy.deepcopy(model.state_dict())
     if config.validate_start and state.epoch == 0 and not state.curve:
-        state.best_metric = validate(model)
+        state.best_metric = _validate(validate, model, here)
         state.curve.append((0, state.best_metric))
         best = copy.deepcopy(model.state_dict())
-    bar = tqdm(total=config.max_epochs, initial=state.epoch, desc=desc, disable=not config.progress)
+    show = config.progress and here.is_main()
+    bar = tqdm(total=config.max_epochs, initial=state.epoch, desc=desc, disable=not show)
     while state.epoch < config.max_epochs and not state.stopped:
         start = time.perf_counter()
         rng = epoch_rng(config.seed, state.epoch)
         lr_at = step_lr(config, state.epoch, state.steps)
-        loss, steps = train_epoch(
-            model, optimizer, batches(state.epoch, rng), config.grad_clip, device, lr_at
-        )
+        epoch = batches(state.epoch, rng)
+        if here.enabled:
+            epoch = (split(b, here.rank, here.world) for b in epoch)
+        loss, steps = train_epoch(model, optimizer, epoch, config.grad_clip, device, lr_at, loss_fn)
+        loss = distributed.mean_over_ranks(loss)
         state.train_seconds += time.perf_counter() - start
         state.epoch += 1
         state.steps += steps
-        metric = validate(model)
+        metric = _validate(validate, model, here)
+        (state.train_seconds,) = distributed.from_main(state.train_seconds)
         state.curve.append((state.epoch, metric))
         if metric > state.best_metric:
             state.best_metric, state.best_epoch = metric, state.epoch
@@ -220,9 +248,15 @@ def fit(
             state.stopped = f"time budget of {config.time_budget_s:g}s reached"
         bar.set_postfix(loss=f"{loss:.4f}", val=f"{metric:.4f}", best=f"{state.best_metric:.4f}")
         bar.update(1)
-        if on_epoch is not None:
+        if on_epoch is not None and here.is_main():
             on_epoch(state, model, optimizer)
     bar.close()
     if not state.stopped:
         state.stopped = f"max_epochs={config.max_epochs} reached"
     return state, best
+
+
+def _validate(validate: Validate, model: nn.Module, here: distributed.Dist) -> float:
+    """``validate(model)`` on rank 0, its value on every rank (the weights are the same)."""
+    metric = validate(model) if here.is_main() else 0.0
+    return distributed.from_main(metric)[0]

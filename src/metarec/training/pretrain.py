@@ -16,6 +16,7 @@ from metarec.data.splits import Split, user_sequences
 from metarec.data.windows import training_windows, trim_padding
 from metarec.evaluation.next_item import EvalSet, build_eval_set, evaluate_next_item
 from metarec.models import BPR, PAD, BPRConfig, PairBatch, Popularity, SeqBatch, SeqRec
+from metarec.training.distributed import Shard, shard_rows
 from metarec.training.loop import TrainConfig, TrainState, fit
 
 SELECT_METRIC = "NDCG@10"
@@ -78,6 +79,21 @@ def seqrec_batches(data: NextItemData, batch_size: int, n_negatives: int = 0, sh
     return make
 
 
+def split_seq_batch(batch: SeqBatch, rank: int, world: int) -> Shard:
+    """Rank ``rank``'s block of a global SeqBatch's rows (shared ``(S,)`` negatives stay whole).
+
+    SeqRec's loss is a mean over the positions with a target, and blocks hold different numbers
+    of them, so the shard's scale is ``world * its positions / the batch's``: DDP's average of
+    the ranks' gradients is then the gradient of the mean over the whole global batch."""
+    rows, used = shard_rows(len(batch.users), rank, world)
+    negatives = batch.negatives
+    if negatives is not None and negatives.dim() > 1:
+        negatives = negatives[rows]
+    part = SeqBatch(batch.users[rows], batch.items[rows], batch.targets[rows], negatives)
+    here = int((part.targets != PAD).sum()) if used else 0
+    return Shard(part, world * here / max(int((batch.targets != PAD).sum()), 1))
+
+
 def bpr_batches(data: NextItemData, batch_size: int):
     users, items = data.train.user.astype(np.int64), data.train.item.astype(np.int64)
 
@@ -105,7 +121,7 @@ def train_seqrec(
     loss = model.config.loss
     n_neg = model.config.n_negatives if loss in ("bce", "sampled") else 0
     batches = seqrec_batches(data, config.batch_size, n_neg, shared=loss == "sampled")
-    return fit(model, batches, validator(data), config, **fit_kwargs)
+    return fit(model, batches, validator(data), config, split=split_seq_batch, **fit_kwargs)
 
 
 def train_bpr(
@@ -128,6 +144,7 @@ __all__ = [
     "NextItemData",
     "fit_popularity",
     "prepare_next_item",
+    "split_seq_batch",
     "train_bpr",
     "train_seqrec",
 ]

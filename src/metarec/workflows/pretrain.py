@@ -19,6 +19,7 @@ from metarec.errors import CheckpointError, ConfigError
 from metarec.evaluation.next_item import evaluate_next_item
 from metarec.models import SeqRec, SeqRecConfig, SeqRecOptions
 from metarec.text import cache_key, encode_with_cache
+from metarec.training import distributed
 from metarec.training.checkpoint import (
     CONFIG,
     Checkpoint,
@@ -224,18 +225,25 @@ def pretrain_seqrec(
     """Pretrain SeqRec on ``data``; with ``out``, checkpoint there (and resume from it).
 
     The best checkpoint is written whenever validation improves and the resume state after it,
-    so an interrupted run can continue with ``resume=True``.
+    so an interrupted run can continue with ``resume=True``. Under torchrun (inside
+    ``distributed.session``) the loop is data-parallel and only rank 0 writes, evaluates and
+    returns metrics; the other ranks return the same model with empty ``valid`` / ``test``.
     """
     out = None if out is None else Path(out)
+    here = distributed.current()
     _prepare_out(out, resume, overwrite)
-    text = text if text is not None else item_text_features(dataset, spec, config.progress)
+    if text is None:
+        with distributed.main_first():  # rank 0 fills the embedding cache, the others read it
+            text = item_text_features(dataset, spec, config.progress and here.is_main())
     torch.manual_seed(config.seed)
     model = build_seqrec(spec, dataset, text)
     optimizer = make_optimizer(model, config)
+    # under torchrun every rank reads the resume state (its optimizer needs it) ...
     state, best = _resume(out, model, optimizer, dataset, config) if resume else (None, None)
-    if state is None and spec.id_init == "cooccurrence":  # its cost counts as training time
+    # ... but only rank 0 starts the id vectors: DDP copies rank 0's weights to the others
+    if state is None and spec.id_init == "cooccurrence" and here.is_main():
         state = TrainState(train_seconds=init_ids_from_cooccurrence(model, data, config.seed))
-    if out is not None:  # the catalogue's text travels with the checkpoint, for showing results
+    if out is not None and here.is_main():  # the catalogue's text travels with the checkpoint
         out.mkdir(parents=True, exist_ok=True)
         write_item_text(out, dataset.items.ids, dataset.items.text)
 
@@ -256,6 +264,9 @@ def pretrain_seqrec(
         desc=f"pretraining {spec.item_repr}",
     )
     model.load_state_dict(best)
+    if not here.is_main():  # rank 0 evaluates, fits the fusion weight and writes; the others
+        distributed.barrier()  # wait for it, so that a resume right after reads its last state
+        return PretrainResult(model, state, {}, {})
     if spec.text_fusion:  # its fit scores the validation rows at the chosen weight too
         fusion = fit_text_fusion(model, data.valid, data.n_items)
         valid = fusion.metrics
@@ -268,6 +279,7 @@ def pretrain_seqrec(
         if fusion is not None:
             metrics["text_fusion"] = fusion.to_dict()
         path = save_checkpoint(out, _checkpoint(model, dataset, spec, config, state, text, metrics))
+    distributed.barrier()
     return PretrainResult(model, state, valid, test, path, fusion)
 
 
