@@ -22,7 +22,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from metarec.data.schema import Dataset, Interactions, ItemCatalog
 from metarec.data.splits import leave_one_out
 from metarec.models import PAD, SeqBatch, SeqRec
 from metarec.training import distributed
@@ -35,6 +34,7 @@ from metarec.training.pretrain import (
     train_seqrec,
 )
 from metarec.workflows.pretrain import ModelSpec, TextFeatures, build_seqrec, pretrain_seqrec
+from test_training import _cyclic_dataset as _dataset
 
 # max |w_ddp - w_single| after the steps below (float32 sums in another order), over every
 # weight but the attention's key bias: it adds q.b_k to all of a query's scores, which softmax
@@ -52,21 +52,6 @@ VARIANTS = {
     "bce": (replace(SPEC, item_repr="hybrid", loss="bce", n_negatives=3), 15),
     "sampled": (replace(SPEC, item_repr="hybrid", loss="sampled", n_negatives=8), 16),
 }
-
-
-def _dataset() -> Dataset:
-    """Every user walks the item cycle 0 -> 1 -> ... from a random start, 8 to 20 steps."""
-    rng = np.random.default_rng(0)
-    users, items, times = [], [], []
-    for u in range(N_USERS):
-        start, n = rng.integers(N_ITEMS), rng.integers(8, 20)
-        for t in range(n):
-            users.append(u)
-            items.append((start + t) % N_ITEMS)
-            times.append(t)
-    inter = Interactions(user=np.array(users), item=np.array(items), timestamp=np.array(times))
-    catalog = ItemCatalog([f"i{i}" for i in range(N_ITEMS)], [f"item {i}" for i in range(N_ITEMS)])
-    return Dataset("cyclic", inter.sort_by_user_time(), [f"u{u}" for u in range(N_USERS)], catalog)
 
 
 def _setup():
